@@ -1,0 +1,23 @@
+"""Keep ``import mxnet`` working beside NumPy 1.24-1.26.
+
+MXNet 1.9.1 (its last release) still uses the aliases ``np.bool``, ``np.int``, ``np.float``,
+``np.object``... that NumPy 1.24 removed. Where a wheel exists we pin ``numpy<1.24``; on
+newer Pythons (no such wheel) restoring the aliases before the first ``import mxnet`` is enough.
+This module must be imported before mxnet anywhere in the package.
+"""
+import numpy as np
+
+_REMOVED_ALIASES = {
+    'bool': bool, 'int': int, 'float': float, 'complex': complex,
+    'object': object, 'str': str, 'long': int, 'unicode': str,
+}
+
+
+def restore_numpy_aliases():
+    """Re-add the builtin aliases NumPy 1.24 removed; a no-op on older NumPy."""
+    for name, value in _REMOVED_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+restore_numpy_aliases()
