@@ -1,0 +1,301 @@
+"""Experiment configuration: one YAML file per experiment, typed sections, dotted overrides.
+
+The schema is a tree of dataclasses with six sections (``data``, ``model``, ``teacher``,
+``distill``, ``train``, ``eval``). A YAML file sets any subset of keys; ``--set
+section.key=value`` overrides one key (the value is parsed as YAML); every command-line flag of
+the tools is an alias of one dotted key (see :data:`FLAG_ALIASES`). Unknown keys and values of
+the wrong type raise :class:`ConfigError` naming the key.
+"""
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value has the wrong type."""
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the generated VOC root used when ``data.root`` is ``synthetic``."""
+    dir: str = '~/.cache/gluon_distill/synthetic'
+    num_train: int = 400
+    num_val: int = 100
+    min_size: int = 96
+    max_size: int = 160
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from. ``root`` is a VOC-format root, GluonCV's VOC root
+    (``~/.mxnet/datasets/voc`` with VOC2007/VOC2012 inside) or ``synthetic``."""
+    root: str = '~/.mxnet/datasets/voc'
+    train_split: str = '2007_trainval+2012_trainval'
+    val_split: str = '2007_test'
+    classes: Optional[List[str]] = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    num_workers: int = 4
+    check_images: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    """The detector being trained (the student, in a distillation run).
+
+    ``network`` is a base name as in GluonCV's train_ssd.py (``resnet50_v1``, ``mobilenet1.0``,
+    ``vgg16_atrous``, ...) or a full zoo name (``ssd_512_resnet50_v1``); ``tiny`` is the
+    demo-sized backbone of :mod:`gluon_distill.models.tiny`, sized by ``width``/``blocks``.
+    """
+    network: str = 'mobilenet1.0'
+    data_shape: int = 512
+    pretrained_base: bool = True
+    params: str = ''
+    width: int = 32
+    blocks: int = 1
+    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+
+@dataclass
+class TeacherConfig:
+    """The trained detector a student learns from (empty ``network``: no teacher)."""
+    network: str = ''
+    params: str = ''
+    pretrained: bool = False
+
+
+@dataclass
+class DistillConfig:
+    """How a student learns from its teacher; ``method: none`` trains without a teacher."""
+    method: str = 'none'
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, devices and output. Defaults are GluonCV's published SSD recipe."""
+    epochs: int = 240
+    batch_size: int = 32
+    optimizer: str = 'sgd'
+    lr: float = 0.001
+    momentum: float = 0.9
+    wd: float = 0.0005
+    lr_decay: float = 0.1
+    lr_steps: List[int] = field(default_factory=lambda: [160, 200])
+    warmup_iters: int = 0
+    ctx: str = 'cpu'
+    kvstore: str = 'device'
+    seed: int = 0
+    out: str = 'runs/ssd'
+    resume: bool = False
+    log_interval: int = 20
+    val_interval: int = 1
+    max_nonfinite: int = 10
+    hybridize: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Validation and test settings (VOC07 11-point mAP)."""
+    iou_thresh: float = 0.5
+    nms_thresh: float = 0.45
+    nms_topk: int = 400
+    post_nms: int = 100
+    batch_size: int = 16
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def dump(self, path):
+        """Write the resolved configuration as YAML (atomically)."""
+        tmp = str(path) + '.tmp'
+        with open(tmp, 'w') as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+        os.replace(tmp, path)
+
+
+# Command-line flag -> dotted key. Every tool flag that configures the run is one of these.
+FLAG_ALIASES = {
+    'network': 'model.network',
+    'data_shape': 'model.data_shape',
+    'pretrained_base': 'model.pretrained_base',
+    'params': 'model.params',
+    'data_root': 'data.root',
+    'train_split': 'data.train_split',
+    'val_split': 'data.val_split',
+    'num_workers': 'data.num_workers',
+    'ctx': 'train.ctx',
+    'batch_size': 'train.batch_size',
+    'epochs': 'train.epochs',
+    'lr': 'train.lr',
+    'out': 'train.out',
+    'resume': 'train.resume',
+    'seed': 'train.seed',
+    'kvstore': 'train.kvstore',
+    'teacher_network': 'teacher.network',
+    'teacher_params': 'teacher.params',
+    'teacher_pretrained': 'teacher.pretrained',
+}
+
+
+def _type_name(tp):
+    return getattr(tp, '__name__', str(tp).replace('typing.', ''))
+
+
+def _coerce(value, tp, key):
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin in (list, List):
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError('{}: expected a list of {}, got {!r}'.format(
+                key, _type_name(item_tp), value))
+        return [_coerce(v, item_tp, '{}[{}]'.format(key, i)) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and value is None:
+        return ''
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError('{}: expected true/false, got {!r}'.format(key, value))
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError('{}: expected {}, got {!r}'.format(key, tp.__name__, value))
+    if not isinstance(value, tp):
+        raise ConfigError('{}: expected {}, got {!r} ({})'.format(
+            key, _type_name(tp), value, type(value).__name__))
+    return value
+
+
+def _field_types(obj):
+    return {f.name: f.type for f in dataclasses.fields(obj)}
+
+
+def set_key(cfg, dotted, value):
+    """Set ``cfg.<dotted>`` to ``value`` after checking the key exists and the type fits."""
+    parts = dotted.split('.')
+    node = cfg
+    for depth, part in enumerate(parts):
+        types = _field_types(node)
+        if part not in types:
+            where = '.'.join(parts[:depth]) or 'top level'
+            raise ConfigError('unknown config key {!r} ({} has: {})'.format(
+                dotted, where, ', '.join(sorted(types))))
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                if not isinstance(value, dict):
+                    raise ConfigError('{}: expected a mapping, got {!r}'.format(dotted, value))
+                merge_dict(getattr(node, part), value, prefix=dotted)
+            else:
+                setattr(node, part, _coerce(value, types[part], dotted))
+        else:
+            node = getattr(node, part)
+
+
+def merge_dict(node, mapping, prefix=''):
+    """Apply a nested mapping (a parsed YAML file) onto a config node, key by key."""
+    if not isinstance(mapping, dict):
+        raise ConfigError('{}: expected a mapping, got {!r}'.format(prefix or 'config', mapping))
+    for key, value in mapping.items():
+        dotted = '{}.{}'.format(prefix, key) if prefix else str(key)
+        types = _field_types(node)
+        if key not in types:
+            raise ConfigError('unknown config key {!r} ({} has: {})'.format(
+                dotted, prefix or 'top level', ', '.join(sorted(types))))
+        child = getattr(node, key)
+        if dataclasses.is_dataclass(child):
+            merge_dict(child, value, dotted)
+        else:
+            setattr(node, key, _coerce(value, types[key], dotted))
+
+
+def load_config(path=None, overrides=()):
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, in that order."""
+    cfg = Config()
+    if path:
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError('cannot read config file {}: {}'.format(path, e.strerror))
+        except yaml.YAMLError as e:
+            raise ConfigError('config file {} is not valid YAML: {}'.format(path, e))
+        try:
+            merge_dict(cfg, data)
+        except ConfigError as e:
+            raise ConfigError('{}: {}'.format(path, e))
+    for item in overrides:
+        if '=' not in item:
+            raise ConfigError('--set expects section.key=value, got {!r}'.format(item))
+        key, raw = item.split('=', 1)
+        set_key(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else '')
+    return cfg
+
+
+def add_common_arguments(parser):
+    """The flags every tool shares: ``--config``, ``--set`` and the aliases of dotted keys.
+
+    Flags default to ``None`` so that only the ones a user gives override the config file.
+    """
+    parser.add_argument('--config', help='YAML experiment file (see experiments/)')
+    parser.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE',
+                        help='override one config key; repeatable')
+    str_flags = {
+        'network': 'detector base network, e.g. mobilenet1.0, resnet50_v1, or ssd_512_resnet50_v1',
+        'data_root': 'VOC-format root, GluonCV VOC root, or "synthetic"',
+        'train_split': 'training split, e.g. 2007_trainval+2012_trainval or train',
+        'val_split': 'validation split, e.g. 2007_test or val',
+        'ctx': 'devices: cpu, cpu:0,1 (two CPU contexts), gpu:0,1,2,3',
+        'out': 'output directory',
+        'params': 'start from this local .params file',
+        'kvstore': 'KVStore type: device, local, dist_sync',
+    }
+    for name, text in str_flags.items():
+        parser.add_argument('--' + name.replace('_', '-'), dest=name, default=None, help=text)
+    for name, tp in (('data_shape', int), ('batch_size', int), ('epochs', int),
+                     ('num_workers', int), ('seed', int), ('lr', float)):
+        parser.add_argument('--' + name.replace('_', '-'), dest=name, type=tp, default=None,
+                            help='alias of ' + FLAG_ALIASES[name])
+    parser.add_argument('--pretrained-base', dest='pretrained_base', default=None,
+                        action=argparse.BooleanOptionalAction,
+                        help='ImageNet-pretrained backbone from the GluonCV zoo')
+    parser.add_argument('--resume', dest='resume', default=None, action='store_true',
+                        help='continue from OUT/last.ckpt at the next epoch boundary')
+    return parser
+
+
+def config_from_args(args):
+    """Resolve the config of a tool: file, then ``--set``, then explicit flags."""
+    overrides = list(args.set)
+    cfg = load_config(args.config, overrides)
+    for name, dotted in FLAG_ALIASES.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            set_key(cfg, dotted, value)
+    return cfg

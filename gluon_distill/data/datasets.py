@@ -1,0 +1,91 @@
+"""From a ``data`` config section to validated training and validation datasets.
+
+Everything is parsed and checked here, before a network is built: a malformed annotation ends
+the run with a summary naming the files, never in the middle of training.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import List
+
+from .voc import DatasetError, DetectionDataset, load_voc_records
+from .synthetic import make_synthetic_voc
+
+
+@dataclass
+class DataBundle:
+    train: DetectionDataset
+    val: DetectionDataset
+    classes: List[str]
+    root: str
+    reports: dict
+
+
+def synthetic_root(syn):
+    """The folder the generated dataset of a ``data.synthetic`` section lives in."""
+    name = 'seed{}_n{}-{}_px{}-{}'.format(syn.seed, syn.num_train, syn.num_val, syn.min_size,
+                                         syn.max_size)
+    return os.path.join(os.path.expanduser(syn.dir), name)
+
+
+def resolve_root(data_cfg):
+    """The VOC root to read: the generated one for ``synthetic``, else ``data.root``."""
+    if data_cfg.root == 'synthetic':
+        syn = data_cfg.synthetic
+        return make_synthetic_voc(synthetic_root(syn), num_train=syn.num_train,
+                                  num_val=syn.num_val, size_range=(syn.min_size, syn.max_size),
+                                  seed=syn.seed)
+    root = os.path.expanduser(data_cfg.root)
+    if not os.path.isdir(root):
+        raise DatasetError(
+            'data root {} does not exist. For PASCAL VOC, download VOC2007 and VOC2012 (GluonCV: '
+            'scripts/datasets/pascal_voc.py) into ~/.mxnet/datasets/voc; for your own data, pass '
+            '--data-root DIR with Annotations/ and JPEGImages/; --data-root synthetic generates '
+            'a small dataset.'.format(root))
+    return root
+
+
+def load_split(root, split, classes, data_cfg, logger, progress=True):
+    records, classes, report = load_voc_records(
+        root, split, classes, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed,
+        check_images=data_cfg.check_images, progress=progress)
+    return records, classes, report
+
+
+def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
+    """Load, validate and wrap the training and validation splits.
+
+    Classes come from ``data.classes`` or are discovered (sorted) from the training split.
+    Images without objects are dropped from training (they give SSD no positive target) and
+    kept for validation. Raises :class:`DatasetError` with the summary of every fatal problem.
+    """
+    logger = logger or logging.getLogger('gluon_distill')
+    root = resolve_root(data_cfg)
+    classes = list(data_cfg.classes) if data_cfg.classes else None
+    reports = {}
+    train = None
+    if need_train:
+        records, classes, report = load_split(root, data_cfg.train_split, classes, data_cfg,
+                                              logger, progress)
+        reports['train'] = report
+        kept = [r for r in records if len(r.labels)]
+        if len(kept) < len(records):
+            logger.info('train: %d images without objects left out of training',
+                        len(records) - len(kept))
+        train = DetectionDataset(kept, classes)
+    records, classes, report = load_split(root, data_cfg.val_split, classes, data_cfg, logger,
+                                          progress)
+    reports['val'] = report
+    val = DetectionDataset(records, classes)
+    fatal = [(split, r) for split, r in reports.items() if r.fatal()]
+    for split, report in reports.items():
+        logger.info('%s split %r of %s:\n%s', split,
+                    data_cfg.train_split if split == 'train' else data_cfg.val_split, root,
+                    report.summary())
+    if fatal:
+        raise DatasetError('the dataset has fatal problems, nothing was trained:\n' + '\n'.join(
+            '[{}] {}'.format(split, r.summary()) for split, r in fatal))
+    if need_train and not len(train):
+        raise DatasetError('split {!r} of {} has no image with objects'.format(
+            data_cfg.train_split, root))
+    return DataBundle(train, val, list(classes), root, reports)

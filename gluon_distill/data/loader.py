@@ -1,0 +1,124 @@
+"""Training and validation loaders with reproducible augmentation.
+
+MXNet's random generator state cannot be read back, and DataLoader workers are forked with
+copies of the parent's NumPy state. So the augmentation of a sample is seeded from
+``(seed, epoch, index)``: the sampler encodes the epoch into the indices it yields, and the
+dataset wrapper decodes it and seeds NumPy and ``random`` before transforming. Any number of
+workers, and a run resumed at an epoch boundary, see exactly the same batches.
+"""
+import random
+
+import numpy as np
+
+from .. import _compat  # noqa: F401
+import mxnet as mx
+from mxnet import gluon
+from gluoncv.data.batchify import Tuple, Stack
+from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
+
+
+def sample_seed(seed, epoch, index):
+    """A 32-bit seed unique to (run seed, epoch, sample index)."""
+    return (seed * 1000003 + epoch * 7919 * 100003 + index) % (2 ** 32)
+
+
+class EpochSampler(gluon.data.Sampler):
+    """Shuffles ``length`` indices with a generator seeded by (seed, epoch); yields
+    ``epoch * length + index`` so that the dataset can recover the epoch."""
+
+    def __init__(self, length, seed=0, shuffle=True):
+        self._length = length
+        self._seed = seed
+        self._shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.arange(self._length)
+        if self._shuffle:
+            np.random.RandomState(sample_seed(self._seed, self.epoch, 0)).shuffle(order)
+        return iter((self.epoch * self._length + order).tolist())
+
+    def __len__(self):
+        return self._length
+
+
+class SeededTransformDataset(gluon.data.Dataset):
+    """Applies ``transform(img, label)`` to ``dataset[index]`` with per-sample seeding."""
+
+    def __init__(self, dataset, transform, seed=0):
+        self._dataset = dataset
+        self._transform = transform
+        self._seed = seed
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, key):
+        epoch, index = divmod(int(key), len(self._dataset))
+        s = sample_seed(self._seed, epoch, index)
+        np.random.seed(s)
+        random.seed(s)
+        img, label = self._dataset[index]
+        return self._transform(img, label)
+
+
+class TrainLoader:
+    """Batches of ``(images, cls_targets, box_targets)`` for one epoch at a time.
+
+    ``images`` (B, 3, H, W) float32 normalised; ``cls_targets`` (B, N) with 0 for background;
+    ``box_targets`` (B, N, 4) encoded offsets; ``N`` the number of anchors. Incomplete last
+    batches are dropped so every device gets an equal shard every step.
+    """
+
+    def __init__(self, dataset, data_shape, anchors, batch_size, mean, std, seed=0,
+                 num_workers=0, transform=None):
+        transform = transform or SSDDefaultTrainTransform(
+            data_shape, data_shape, anchors, mean=tuple(mean), std=tuple(std))
+        if len(dataset) < batch_size:
+            raise ValueError('the training set has {} images, fewer than one batch of {}'.format(
+                len(dataset), batch_size))
+        self.sampler = EpochSampler(len(dataset), seed)
+        batch_sampler = gluon.data.BatchSampler(self.sampler, batch_size, 'discard')
+        self.loader = gluon.data.DataLoader(
+            SeededTransformDataset(dataset, transform, seed), batch_sampler=batch_sampler,
+            batchify_fn=Tuple(Stack(), Stack(), Stack()), num_workers=num_workers)
+
+    def epoch(self, epoch):
+        """An iterator over the batches of ``epoch``."""
+        self.sampler.set_epoch(epoch)
+        return iter(self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+class _IndexedValDataset(gluon.data.Dataset):
+    def __init__(self, dataset, transform):
+        self._dataset = dataset
+        self._transform = transform
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, index):
+        img, label = self._dataset[index]
+        img, _ = self._transform(img, label)
+        return img, np.int64(index)
+
+
+def val_loader(dataset, data_shape, batch_size, mean, std, num_workers=0):
+    """Batches of ``(images (B, 3, S, S), indices (B,))`` in dataset order, all images kept;
+    the records of ``dataset`` give sizes and ground truth."""
+    transform = SSDDefaultValTransform(data_shape, data_shape, mean=tuple(mean), std=tuple(std))
+    return gluon.data.DataLoader(_IndexedValDataset(dataset, transform), batch_size,
+                                 shuffle=False, last_batch='keep',
+                                 batchify_fn=Tuple(Stack(), Stack()), num_workers=num_workers)
+
+
+def split_batch(batch, ctx_list):
+    """Each array of a batch split evenly over the devices (``split_and_load``)."""
+    return [gluon.utils.split_and_load(x, ctx_list, batch_axis=0, even_split=False)
+            for x in batch]

@@ -1,0 +1,254 @@
+"""The hooks of a training run: LR schedule, logging, validation, checkpoints, NaN guard."""
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+from tqdm import tqdm
+
+from .checkpoint import save_checkpoint, save_params, atomic_write_text
+from .loop import HookBase
+
+LOGGER_NAME = 'gluon_distill'
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Console log lines that do not tear an active progress bar."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never kill training
+            self.handleError(record)
+
+
+def setup_logging(out_dir=None, level=logging.INFO):
+    """The package logger, to the console and (when given) ``out_dir/train.log``."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S')
+    console = _TqdmHandler()
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        to_file = logging.FileHandler(os.path.join(out_dir, 'train.log'))
+        to_file.setFormatter(fmt)
+        logger.addHandler(to_file)
+    logger.propagate = False
+    return logger
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+class JsonlWriter:
+    """Appends one JSON object per line to ``path`` (metrics.jsonl)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def write(self, record):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record, allow_nan=False, default=_json_default) + '\n')
+
+
+def _json_default(value):
+    if hasattr(value, 'item'):
+        return value.item()
+    raise TypeError(repr(value))
+
+
+def _finite_or_none(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+class LRScheduleHook(HookBase):
+    """Step decay at epoch boundaries (``lr * decay ** #passed steps``), optional linear warm-up
+    over the first ``warmup_iters`` iterations. Sets the rate of every trainer in ``trainers``
+    (name -> (Trainer, base_lr)) before each step."""
+
+    def __init__(self, trainers, steps, decay=0.1, warmup_iters=0):
+        self.trainers = trainers
+        self.steps = sorted(steps)
+        self.decay = decay
+        self.warmup_iters = warmup_iters
+        self.current = {}
+
+    def factor(self, epoch, iteration):
+        f = self.decay ** sum(1 for s in self.steps if epoch >= s)
+        if self.warmup_iters and iteration < self.warmup_iters:
+            f *= (iteration + 1) / float(self.warmup_iters)
+        return f
+
+    def before_step(self):
+        f = self.factor(self.loop.epoch, self.loop.iteration)
+        for name, (trainer, base_lr) in self.trainers.items():
+            lr = base_lr * f
+            trainer.set_learning_rate(lr)
+            self.current[name] = lr
+
+
+class NonFiniteGuard(HookBase):
+    """Counts steps whose loss was not finite (the step skipped their update) and stops the run
+    after ``max_consecutive`` in a row; the last checkpoint on disk is untouched."""
+
+    def __init__(self, max_consecutive=10, logger=None):
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.total = 0
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+
+    def after_step(self):
+        if self.loop.outputs.get('finite', True):
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.total += 1
+        self.logger.warning('non-finite loss at epoch %d iteration %d (%s): update skipped '
+                            '(%d in a row, %d in all)', self.loop.epoch, self.loop.iteration,
+                            {k: v for k, v in self.loop.outputs.items()
+                             if isinstance(v, float)}, self.consecutive, self.total)
+        if self.consecutive >= self.max_consecutive:
+            raise TrainingDiverged(
+                '{} consecutive non-finite losses at epoch {} iteration {}: stopping. The last '
+                'good checkpoint is intact; lower the learning rate and --resume.'.format(
+                    self.consecutive, self.loop.epoch, self.loop.iteration))
+
+
+class MetricsLogger(HookBase):
+    """Per logging window: mean of every loss, lr, samples/s and the share of time spent
+    waiting for data, to ``metrics.jsonl``, the log and a tqdm progress bar."""
+
+    def __init__(self, writer, interval=20, lr_hook=None, logger=None, progress=True):
+        self.writer = writer
+        self.interval = interval
+        self.lr_hook = lr_hook
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+        self.progress = progress
+        self.bar = None
+        self._reset_window()
+
+    def _reset_window(self):
+        self.sums = {}
+        self.count = 0
+        self.samples = 0
+        self.data_time = 0.0
+        self.started = time.perf_counter()
+
+    def before_epoch(self):
+        self._reset_window()
+        self.bar = tqdm(total=len(self.loop.loader), desc='epoch {}'.format(self.loop.epoch),
+                        leave=False, dynamic_ncols=True,
+                        disable=None if self.progress else True)
+
+    def after_step(self):
+        out = self.loop.outputs
+        self.count += 1
+        self.samples += out.get('batch_size', 0)
+        self.data_time += self.loop.data_time
+        for key, value in out.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.count >= self.interval:
+            self.flush()
+
+    def flush(self):
+        if not self.count:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        record = {'type': 'train', 'epoch': self.loop.epoch, 'iteration': self.loop.iteration}
+        record.update({k: v / self.count for k, v in self.sums.items()})
+        if self.lr_hook is not None:
+            record.update({('lr' if name == 'net' else 'lr_' + name): lr
+                           for name, lr in self.lr_hook.current.items()})
+        record['samples_per_sec'] = self.samples / elapsed
+        record['data_wait'] = min(self.data_time / elapsed, 1.0)
+        self.writer.write(record)
+        losses = ' '.join('{}={:.4f}'.format(k, v / self.count) for k, v in self.sums.items())
+        self.logger.info('[epoch %d iter %d] %s %.1f samples/s, data wait %.0f%%',
+                         self.loop.epoch, self.loop.iteration, losses,
+                         record['samples_per_sec'], 100 * record['data_wait'])
+        if self.bar is not None:
+            self.bar.set_postfix_str(losses)
+        self._reset_window()
+
+    def after_epoch(self):
+        self.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def after_train(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EvalHook(HookBase):
+    """Every ``interval`` epochs (and after the last) runs ``evaluate() -> dict`` (must hold
+    ``mAP``), stores it in ``loop.metrics`` and ``metrics.jsonl``."""
+
+    def __init__(self, evaluate, writer, interval=1, logger=None):
+        self.evaluate = evaluate
+        self.writer = writer
+        self.interval = max(1, interval)
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+
+    def after_epoch(self):
+        loop = self.loop
+        loop.metrics = {}
+        last = loop.epoch == loop.num_epochs - 1
+        if (loop.epoch + 1) % self.interval and not last:
+            return
+        started = time.perf_counter()
+        result = self.evaluate()
+        loop.metrics = result
+        record = {'type': 'val', 'epoch': loop.epoch, 'iteration': loop.iteration,
+                  'mAP': _finite_or_none(result['mAP']),
+                  'AP': {k: _finite_or_none(v) for k, v in result.get('AP', {}).items()},
+                  'eval_seconds': time.perf_counter() - started}
+        self.writer.write(record)
+        self.logger.info('[epoch %d] validation mAP=%.4f (%.1f s)', loop.epoch, result['mAP'],
+                         record['eval_seconds'])
+
+
+class CheckpointHook(HookBase):
+    """After every epoch: ``last.ckpt`` (every group, optimizer state, epoch, best metric;
+    what ``--resume`` reads), ``last.params`` (the deployable detector) and, when validation
+    mAP improved, ``best.params`` and ``best.json``. All written atomically."""
+
+    def __init__(self, out_dir, step, meta=None, best=-1.0, logger=None):
+        self.out_dir = out_dir
+        self.step = step
+        self.meta = dict(meta or {})
+        self.best = best
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+
+    @property
+    def last_path(self):
+        return os.path.join(self.out_dir, 'last.ckpt')
+
+    def after_epoch(self):
+        loop = self.loop
+        metric = loop.metrics.get('mAP') if loop.metrics else None
+        improved = metric is not None and math.isfinite(metric) and metric > self.best
+        if improved:
+            self.best = metric
+        meta = dict(self.meta, epoch=loop.epoch, iteration=loop.iteration, best_mAP=self.best,
+                    last_mAP=_finite_or_none(metric))
+        save_checkpoint(self.last_path, self.step.blocks(), self.step.trainers(), meta)
+        save_params(os.path.join(self.out_dir, 'last.params'), self.step.detector)
+        if improved:
+            save_params(os.path.join(self.out_dir, 'best.params'), self.step.detector)
+            atomic_write_text(os.path.join(self.out_dir, 'best.json'),
+                              json.dumps({'epoch': loop.epoch, 'mAP': metric}))
+            self.logger.info('[epoch %d] new best mAP %.4f -> best.params', loop.epoch, metric)

@@ -1,0 +1,56 @@
+"""Running a detector over a dataset and scoring it in the original images' pixels."""
+import numpy as np
+
+from .. import _compat  # noqa: F401
+import mxnet as mx
+from mxnet import gluon
+
+from ..data.loader import val_loader
+from .voc07 import VOC07Evaluator
+
+
+def prepare_for_inference(net, nms_thresh=0.45, nms_topk=400, post_nms=100):
+    """Switch a (possibly hybridized, training-traced) SSD to inference outputs.
+
+    A hybridized SSD fixes its training/inference branch when its graph is first built;
+    ``set_nms`` clears that cached graph. Call :func:`prepare_for_training` afterwards to train
+    on.
+    """
+    net.set_nms(nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
+
+
+def prepare_for_training(net):
+    """Drop the cached inference graph so the next recorded forward returns training outputs."""
+    net.set_nms(nms_thresh=net.nms_thresh, nms_topk=net.nms_topk, post_nms=net.post_nms)
+
+
+def predict(net, dataset, data_shape, mean, std, ctx_list, batch_size=16, num_workers=0,
+            progress=None):
+    """Yield ``(record, boxes (K, 4), labels (K,), scores (K,))`` per image of ``dataset``,
+    boxes in the original image's 0-based pixels, padding (label -1) removed."""
+    loader = val_loader(dataset, data_shape, batch_size, mean, std, num_workers)
+    for images, indices in loader:
+        parts = gluon.utils.split_and_load(images, ctx_list, even_split=False)
+        outputs = [net(x) for x in parts]
+        ids = np.concatenate([o[0].asnumpy() for o in outputs])[..., 0]
+        scores = np.concatenate([o[1].asnumpy() for o in outputs])[..., 0]
+        boxes = np.concatenate([o[2].asnumpy() for o in outputs])
+        for i, index in enumerate(indices.asnumpy().astype(int)):
+            record = dataset.record(index)
+            keep = ids[i] >= 0
+            scale = np.array([record.width, record.height] * 2, np.float32) / data_shape
+            yield record, boxes[i][keep] * scale, ids[i][keep].astype(int), scores[i][keep]
+        if progress is not None:
+            progress.update(len(indices))
+
+
+def evaluate_detector(net, dataset, data_shape, mean, std, ctx_list, classes, batch_size=16,
+                      num_workers=0, iou_thresh=0.5, evaluator=None, progress=None):
+    """VOC07 11-point mAP of ``net`` on ``dataset``; returns ``(result, evaluator)``."""
+    evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=iou_thresh)
+    evaluator.reset()
+    for record, boxes, labels, scores in predict(net, dataset, data_shape, mean, std, ctx_list,
+                                                 batch_size, num_workers, progress):
+        evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
+                          [record.labels], [record.difficult])
+    return evaluator.evaluate(), evaluator
