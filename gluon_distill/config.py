@@ -202,6 +202,9 @@ def set_key(cfg, dotted, value):
     parts = dotted.split('.')
     node = cfg
     for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError('unknown config key {!r} ({} is not a section)'.format(
+                dotted, '.'.join(parts[:depth])))
         types = _field_types(node)
         if part not in types:
             where = '.'.join(parts[:depth]) or 'top level'

@@ -3,6 +3,7 @@
 ``tools/train_ssd.py`` is argument parsing plus :func:`train_detector`; the distillation tool
 reuses :func:`prepare_run`, :func:`standard_hooks` and :func:`run_loop` with its own step.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -102,6 +103,13 @@ def make_evaluate(run, net, detector_shape, mean, std):
     return evaluate
 
 
+def data_record(data_cfg):
+    """The data a model was trained on, saved in model.json so eval can default to it."""
+    d = dataclasses.asdict(data_cfg)
+    d.pop('num_workers', None)
+    return d
+
+
 def check_resume_compatible(out, spec):
     path = os.path.join(out, MODEL_JSON)
     if not os.path.exists(path):
@@ -165,7 +173,8 @@ def train_detector(cfg, argv=None):
     net, arch = build_detector(cfg, run.data.classes, run.ctx)
     spec = model_spec(arch, run.data.classes, m.mean, m.std,
                       provenance(t.seed, dataset_fingerprint(run.data.train.records,
-                                                             run.data.classes), argv))
+                                                             run.data.classes), argv),
+                      extra={'data': data_record(cfg.data)})
     if t.resume:
         check_resume_compatible(run.out, spec)
     write_model_json(run.out, spec)

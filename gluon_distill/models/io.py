@@ -87,14 +87,19 @@ def read_model_json(params_path):
     """The ``model.json`` beside ``params_path`` (or ``<params>.json``)."""
     candidates = [os.path.splitext(params_path)[0] + '.json',
                   os.path.join(os.path.dirname(os.path.abspath(params_path)), MODEL_JSON)]
+    wrong = None
     for path in candidates:
         if os.path.exists(path):
             with open(path) as f:
                 spec = json.load(f)
             if spec.get('format') != FORMAT:
-                raise ModelError('{} is not a gluon_distill model description '
-                                 '(format {!r})'.format(path, spec.get('format')))
+                # e.g. best.json (epoch, mAP) beside best.params: try model.json next
+                wrong = wrong or ModelError('{} is not a gluon_distill model description '
+                                            '(format {!r})'.format(path, spec.get('format')))
+                continue
             return spec
+    if wrong is not None:
+        raise wrong
     raise ModelError('no model.json beside {} (looked for {}): it says which network the '
                      'weights belong to'.format(params_path, ' and '.join(candidates)))
 

@@ -1,0 +1,328 @@
+"""Tests of the experiment configuration: defaults, YAML files, --set overrides, flags."""
+import argparse
+import dataclasses
+import os
+import sys
+
+import pytest
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gluon_distill.config import (  # noqa: E402
+    Config, ConfigError, FLAG_ALIASES, add_common_arguments, config_from_args, load_config,
+    set_key)
+
+
+def parse(argv):
+    parser = add_common_arguments(argparse.ArgumentParser())
+    return config_from_args(parser.parse_args(argv))
+
+
+def write_yaml(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+# --- defaults ----------------------------------------------------------------------------------
+
+def test_defaults_are_gluoncv_ssd_recipe():
+    # GluonCV scripts/detection/ssd/train_ssd.py: sgd, lr 1e-3, momentum 0.9, wd 5e-4,
+    # batch 32, 240 epochs, lr steps 160,200 with decay 0.1, 512 px input.
+    cfg = Config()
+    assert cfg.train.optimizer == 'sgd'
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.momentum == pytest.approx(0.9)
+    assert cfg.train.wd == pytest.approx(5e-4)
+    assert cfg.train.batch_size == 32
+    assert cfg.train.epochs == 240
+    assert cfg.train.lr_steps == [160, 200]
+    assert cfg.train.lr_decay == pytest.approx(0.1)
+    assert cfg.model.data_shape == 512
+
+
+def test_load_config_without_file_or_overrides_is_default():
+    assert load_config() == Config()
+
+
+def test_defaults_are_not_shared_between_instances():
+    a, b = Config(), Config()
+    a.train.lr_steps.append(230)
+    a.model.mean[0] = 0.0
+    assert b.train.lr_steps == [160, 200]
+    assert b.model.mean[0] == pytest.approx(0.485)
+
+
+# --- YAML file ---------------------------------------------------------------------------------
+
+def test_yaml_file_sets_keys_and_keeps_other_defaults(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {
+        'model': {'network': 'resnet18_v1', 'data_shape': 300},
+        'train': {'lr': 0.01, 'lr_steps': [3, 7], 'hybridize': False},
+        'data': {'classes': ['cat', 'dog'], 'synthetic': {'num_train': 12}},
+    })
+    cfg = load_config(path)
+    assert cfg.model.network == 'resnet18_v1'
+    assert cfg.model.data_shape == 300
+    assert cfg.train.lr == pytest.approx(0.01)
+    assert cfg.train.lr_steps == [3, 7]
+    assert cfg.train.hybridize is False
+    assert cfg.data.classes == ['cat', 'dog']
+    assert cfg.data.synthetic.num_train == 12
+    # untouched keys keep their defaults
+    assert cfg.train.batch_size == 32
+    assert cfg.data.synthetic.num_val == Config().data.synthetic.num_val
+    assert cfg.eval == Config().eval
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path):
+    path = tmp_path / 'empty.yaml'
+    path.write_text('')
+    assert load_config(str(path)) == Config()
+
+
+def test_missing_config_file_raises_config_error(tmp_path):
+    path = str(tmp_path / 'nope.yaml')
+    with pytest.raises(ConfigError, match='nope.yaml'):
+        load_config(path)
+
+
+def test_invalid_yaml_raises_config_error(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text('train: [lr: 1\n')
+    with pytest.raises(ConfigError, match='bad.yaml'):
+        load_config(str(path))
+
+
+# --- --set overrides ---------------------------------------------------------------------------
+
+def test_set_parses_values_as_yaml():
+    cfg = load_config(overrides=[
+        'train.epochs=7', 'train.lr=2.5e-2', 'train.lr_steps=[4, 6]', 'train.resume=true',
+        'model.network=tiny', 'data.classes=[a, b, c]', 'train.hybridize=no',
+        'data.synthetic.seed=5'])
+    assert cfg.train.epochs == 7 and type(cfg.train.epochs) is int
+    assert cfg.train.lr == pytest.approx(0.025) and type(cfg.train.lr) is float
+    assert cfg.train.lr_steps == [4, 6]
+    assert cfg.train.resume is True
+    assert cfg.train.hybridize is False
+    assert cfg.model.network == 'tiny'
+    assert cfg.data.classes == ['a', 'b', 'c']
+    assert cfg.data.synthetic.seed == 5
+
+
+def test_set_with_empty_value_gives_empty_string():
+    cfg = load_config(overrides=['model.params='])
+    assert cfg.model.params == ''
+
+
+def test_set_without_equals_sign_raises():
+    with pytest.raises(ConfigError, match='train.lr'):
+        load_config(overrides=['train.lr'])
+
+
+def test_set_applies_in_order_last_wins():
+    cfg = load_config(overrides=['train.epochs=3', 'train.epochs=9'])
+    assert cfg.train.epochs == 9
+
+
+def test_set_whole_section_with_mapping():
+    cfg = load_config(overrides=['eval={nms_thresh: 0.5, post_nms: 10}'])
+    assert cfg.eval.nms_thresh == pytest.approx(0.5)
+    assert cfg.eval.post_nms == 10
+    assert cfg.eval.nms_topk == Config().eval.nms_topk
+
+
+# --- precedence --------------------------------------------------------------------------------
+
+def test_precedence_default_file_set_flag(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {
+        'train': {'epochs': 11, 'batch_size': 8, 'lr': 0.05, 'seed': 3},
+        'model': {'network': 'resnet18_v1'},
+    })
+    cfg = parse(['--config', path,
+                 '--set', 'train.batch_size=4', '--set', 'train.lr=0.02',
+                 '--set', 'model.network=tiny',
+                 '--lr', '0.007'])
+    assert cfg.train.momentum == pytest.approx(0.9)  # default (nobody set it)
+    assert cfg.train.epochs == 11                     # file beats default
+    assert cfg.train.seed == 3                        # file beats default
+    assert cfg.train.batch_size == 4                  # --set beats file
+    assert cfg.model.network == 'tiny'                # --set beats file
+    assert cfg.train.lr == pytest.approx(0.007)       # explicit flag beats --set and file
+
+
+def test_flag_beats_file_for_every_kind_of_flag(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {
+        'model': {'pretrained_base': True, 'data_shape': 300},
+        'data': {'root': '/from/file'},
+        'train': {'ctx': 'cpu:0,1'},
+    })
+    cfg = parse(['--config', path, '--no-pretrained-base', '--data-shape', '128',
+                 '--data-root', 'synthetic', '--ctx', 'cpu', '--resume'])
+    assert cfg.model.pretrained_base is False
+    assert cfg.model.data_shape == 128
+    assert cfg.data.root == 'synthetic'
+    assert cfg.train.ctx == 'cpu'
+    assert cfg.train.resume is True
+
+
+def test_flags_not_given_do_not_override_file(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {
+        'model': {'pretrained_base': False}, 'train': {'resume': True, 'epochs': 2}})
+    cfg = parse(['--config', path])
+    assert cfg.model.pretrained_base is False
+    assert cfg.train.resume is True
+    assert cfg.train.epochs == 2
+
+
+def test_flag_values_are_type_checked():
+    cfg = parse(['--epochs', '5', '--lr', '1'])
+    assert cfg.train.epochs == 5
+    assert cfg.train.lr == 1.0 and type(cfg.train.lr) is float
+
+
+# --- unknown keys ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('data, key', [
+    ({'trian': {'lr': 0.1}}, 'trian'),
+    ({'train': {'learning_rate': 0.1}}, 'train.learning_rate'),
+    ({'data': {'synthetic': {'num_tran': 5}}}, 'data.synthetic.num_tran'),
+])
+def test_unknown_key_in_file_names_dotted_key(tmp_path, data, key):
+    path = write_yaml(tmp_path / 'exp.yaml', data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert repr(key) in str(info.value)
+    assert 'exp.yaml' in str(info.value)
+
+
+@pytest.mark.parametrize('override, key', [
+    ('trian.lr=0.1', 'trian.lr'),
+    ('train.learning_rate=0.1', 'train.learning_rate'),
+    ('data.synthetic.num_tran=5', 'data.synthetic.num_tran'),
+    ('train.lr.x=1', 'train.lr.x'),
+])
+def test_unknown_key_in_set_names_dotted_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert repr(key) in str(info.value)
+
+
+def test_unknown_key_error_lists_valid_keys():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=['train.learning_rate=0.1'])
+    assert 'lr_steps' in str(info.value) and 'momentum' in str(info.value)
+
+
+def test_section_given_a_scalar_raises(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {'train': 5})
+    with pytest.raises(ConfigError, match='train'):
+        load_config(path)
+
+
+# --- types -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('override, key', [
+    ('train.epochs=ten', 'train.epochs'),
+    ('train.epochs=2.5', 'train.epochs'),
+    ('train.epochs=true', 'train.epochs'),
+    ('train.lr=fast', 'train.lr'),
+    ('train.resume=1', 'train.resume'),
+    ('model.pretrained_base=0', 'model.pretrained_base'),
+    ('train.lr_steps=160', 'train.lr_steps'),
+    ('train.lr_steps=[160, x]', 'train.lr_steps[1]'),
+    ('model.mean=0.5', 'model.mean'),
+    ('model.network=[a]', 'model.network'),
+    ('data.classes=cat', 'data.classes'),
+])
+def test_wrong_type_in_set_names_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert key + ':' in str(info.value)
+
+
+@pytest.mark.parametrize('data, key', [
+    ({'train': {'batch_size': '32'}}, 'train.batch_size'),
+    ({'train': {'hybridize': 1}}, 'train.hybridize'),
+    ({'train': {'lr_steps': 160}}, 'train.lr_steps'),
+    ({'data': {'synthetic': {'seed': 'zero'}}}, 'data.synthetic.seed'),
+])
+def test_wrong_type_in_file_names_key(tmp_path, data, key):
+    path = write_yaml(tmp_path / 'exp.yaml', data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert key + ':' in str(info.value)
+
+
+def test_int_accepted_for_float(tmp_path):
+    path = write_yaml(tmp_path / 'exp.yaml', {'train': {'lr': 1, 'momentum': 0},
+                                              'model': {'mean': [0, 1, 2]}})
+    cfg = load_config(path, overrides=['eval.nms_thresh=1'])
+    assert cfg.train.lr == 1.0 and type(cfg.train.lr) is float
+    assert cfg.train.momentum == 0.0 and type(cfg.train.momentum) is float
+    assert cfg.model.mean == [0.0, 1.0, 2.0]
+    assert all(type(v) is float for v in cfg.model.mean)
+    assert cfg.eval.nms_thresh == 1.0 and type(cfg.eval.nms_thresh) is float
+
+
+def test_optional_list_accepts_null():
+    cfg = load_config(overrides=['data.classes=[a]', 'data.classes=null'])
+    assert cfg.data.classes is None
+
+
+def test_set_key_rejects_bad_value_without_changing_config():
+    cfg = Config()
+    with pytest.raises(ConfigError):
+        set_key(cfg, 'train.epochs', 'many')
+    assert cfg.train.epochs == 240
+
+
+# --- dump / load round trip --------------------------------------------------------------------
+
+def test_dump_then_load_round_trips(tmp_path):
+    cfg = load_config(overrides=[
+        'model.network=tiny', 'model.data_shape=128', 'train.lr=0.02', 'train.lr_steps=[2, 4]',
+        'data.classes=[cat, dog]', 'train.resume=true', 'data.synthetic.num_train=9',
+        'teacher.network=resnet18_v1'])
+    path = tmp_path / 'config.yaml'
+    cfg.dump(path)
+    loaded = load_config(str(path))
+    assert loaded == cfg
+    assert loaded != Config()
+    assert [p.name for p in tmp_path.iterdir()] == ['config.yaml']  # no temp file left
+
+
+def test_dump_of_defaults_round_trips(tmp_path):
+    path = tmp_path / 'config.yaml'
+    Config().dump(path)
+    assert load_config(str(path)) == Config()
+
+
+# --- flag aliases ------------------------------------------------------------------------------
+
+def _all_dotted_keys(node, prefix=''):
+    keys = set()
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        dotted = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            keys |= _all_dotted_keys(value, dotted + '.')
+        else:
+            keys.add(dotted)
+    return keys
+
+
+def test_every_flag_alias_targets_a_real_key():
+    keys = _all_dotted_keys(Config())
+    bad = {flag: dotted for flag, dotted in FLAG_ALIASES.items() if dotted not in keys}
+    assert not bad
+    assert len(set(FLAG_ALIASES.values())) == len(FLAG_ALIASES)
+
+
+def test_every_tool_flag_is_an_alias():
+    # config_from_args only applies flags listed in FLAG_ALIASES: any other flag of the
+    # common parser would be silently ignored.
+    parser = add_common_arguments(argparse.ArgumentParser())
+    dests = {a.dest for a in parser._actions} - {'help', 'config', 'set'}
+    assert dests <= set(FLAG_ALIASES)
