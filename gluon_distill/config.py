@@ -77,8 +77,23 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    """How a student learns from its teacher; ``method: none`` trains without a teacher."""
-    method: str = 'none'
+    """How a student learns from its teacher.
+
+    ``method``: ``gan`` (the paper: per-scale WGAN critics + SSD loss through the teacher's
+    head), ``head_only`` (the ablation: student, adapters and teacher-initialised head on the
+    SSD loss alone, no critics). Critic defaults are the authors' logged settings.
+    """
+    method: str = 'gan'
+    adapter: str = 'conv1x1'
+    critic_width: int = 512
+    critic_lr: float = 0.0005
+    critic_beta1: float = 0.5
+    clip: float = 0.03
+    n_critic: int = 1
+    adv_weight: float = 1.0
+    gan_epochs: int = -1
+    init_head_from_teacher: bool = True
+    fold_adapters: bool = False
 
 
 @dataclass

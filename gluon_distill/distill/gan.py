@@ -1,0 +1,268 @@
+"""GAN knowledge distillation (Hong & Yu 2019): per-scale Wasserstein critics.
+
+The method, as a module the training step plugs in:
+
+* what is recorded: the teacher's SSD feature maps and the student's (after its adapters),
+  paired by scale (:attr:`GANDistiller.pairs`);
+* how they are connected: the student's adapters (owned by the student, see
+  :mod:`gluon_distill.distill.student`);
+* what loss is applied: Eq. 1 of the paper, a WGAN objective. The critic lowers its score on
+  teacher maps: ``Loss_D = mean D(teacher) - mean D(student)``; the student lowers
+  ``Loss_G_adv = mean D(student)``. The critic gap ``W = mean D(student) - mean D(teacher) =
+  -Loss_D`` grows as the critics learn. The critics' scores over scales are summed.
+
+:class:`DistillStep` is the engine step: teacher features once per batch outside autograd, the
+critic update on detached student maps, then one student update on SSD loss + adversarial loss.
+"""
+import numpy as np
+
+from .. import _compat  # noqa: F401
+import mxnet as mx
+from mxnet import autograd
+from mxnet.gluon import nn
+from gluoncv.loss import SSDMultiBoxLoss
+
+from ..data.loader import split_batch
+from ..engine.steps import make_trainer
+from .critics import CriticSet, clip_weights
+
+
+class GANDistiller:
+    """Critics, their optimizer and the adversarial objective.
+
+    Parameters
+    ----------
+    pairs : list of (int, int)
+        ``(student map index, teacher map index)`` of equal spatial size, one critic each.
+    sizes : list of int
+        Spatial size of each pair's maps.
+    ctx_list : list of Context
+    width : int
+        Channels of the critics' convolutions (the paper draws 512).
+    clip : float
+        WGAN weight clipping bound (the authors' logs: 0.03). 0 disables clipping.
+    lr, beta1 : float
+        Adam settings of the critics (the authors' logs: 5e-4, 0.5).
+    n_critic : int
+        Critic updates per student update, on the same batch.
+    adv_weight : float
+        Weight of the adversarial term in the student's loss (Eq. 1: 1).
+    gan_epochs : int
+        After this many epochs the adversarial term and critic updates stop (-1: never).
+    """
+
+    def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
+                 n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device'):
+        self.pairs = list(pairs)
+        self.ctx_list = list(ctx_list)
+        self.clip = clip
+        self.n_critic = n_critic
+        self.adv_weight = adv_weight
+        self.gan_epochs = gan_epochs
+        self.critics = CriticSet(sizes, width)
+        self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
+        self.base_lr = lr
+        # update_on_kvstore=False: each device updates its own copy, which clip_weights can
+        # then clip in place (a kvstore-held weight would be re-broadcast over the clipped one)
+        self.trainer = make_trainer(self.critics.collect_params(), 'adam', lr=lr, wd=0.0,
+                                    beta1=beta1, kvstore=kvstore if len(ctx_list) > 1 else None,
+                                    update_on_kvstore=False)
+
+    def active(self, epoch):
+        return self.gan_epochs < 0 or epoch < self.gan_epochs
+
+    def select(self, student_maps, teacher_maps):
+        """The paired maps: two lists of len(pairs)."""
+        return ([student_maps[s] for s, _ in self.pairs],
+                [teacher_maps[t] for _, t in self.pairs])
+
+    def critic_scores(self, maps):
+        return self.critics(*maps)
+
+    def critic_forward_backward(self, teacher_maps, student_maps, batch_total):
+        """One critic gradient on every device. ``*_maps``: per device, the paired maps
+        (student maps detached). Returns per device ``(real (K,), fake (K,))`` score sums."""
+        out = []
+        with autograd.record():
+            losses = []
+            for t_maps, s_maps in zip(teacher_maps, student_maps):
+                real = self.critic_scores(t_maps)
+                fake = self.critic_scores(s_maps)
+                real_sum = mx.nd.stack(*[r.sum() for r in real])
+                fake_sum = mx.nd.stack(*[f.sum() for f in fake])
+                losses.append((real_sum.sum() - fake_sum.sum()) / batch_total)
+                out.append((real_sum, fake_sum))
+        autograd.backward(losses)
+        return out
+
+    def critic_step(self):
+        self.trainer.step(1)
+        if self.clip > 0:
+            clip_weights(self.critics.collect_params(), self.clip, self.ctx_list)
+
+    def adversarial_loss(self, student_maps, batch_total):
+        """Per-device ``adv_weight * sum_k sum_i D_k(student_i) / batch_total`` (recorded)."""
+        scores = self.critic_scores(student_maps)
+        return self.adv_weight * mx.nd.add_n(*[s.sum() for s in scores]) / batch_total
+
+
+class StudentForward(nn.HybridBlock):
+    """The student SSD's maps and raw predictions from one backbone pass.
+
+    GluonCV's ``SSD.__call__`` never returns features, so this composes the SSD's own parts:
+    ``features`` -> (critic adapters) -> maps for the critics, and the SSD's predictors over
+    the head's input maps. Output: ``K`` maps, then ``cls_preds (B, N, C+1)``,
+    ``box_preds (B, N, 4)``.
+    """
+
+    def __init__(self, ssd, critic_adapters=None, **kwargs):
+        super(StudentForward, self).__init__(**kwargs)
+        self.ssd = ssd
+        self.register_child(ssd, 'ssd')
+        self.critic_adapters = critic_adapters
+        if critic_adapters is not None:
+            self.register_child(critic_adapters, 'critic_adapters')
+
+    def hybrid_forward(self, F, x):
+        ssd = self.ssd
+        maps = ssd.features(x)
+        cls_preds = [F.flatten(F.transpose(cp(m), (0, 2, 3, 1)))
+                     for m, cp in zip(maps, ssd.class_predictors)]
+        box_preds = [F.flatten(F.transpose(bp(m), (0, 2, 3, 1)))
+                     for m, bp in zip(maps, ssd.box_predictors)]
+        cls_preds = F.concat(*cls_preds, dim=1).reshape((0, -1, ssd.num_classes + 1))
+        box_preds = F.concat(*box_preds, dim=1).reshape((0, -1, 4))
+        critic_maps = maps if self.critic_adapters is None else self.critic_adapters(*maps)
+        return list(critic_maps) + [cls_preds, box_preds]
+
+
+class DistillStep:
+    """One iteration of GAN distillation over a list of devices.
+
+    Per batch: teacher maps once, outside autograd (inference mode: the teacher's BatchNorm
+    statistics never move); one student forward; ``n_critic`` critic updates on the detached
+    student maps; one update of student backbone, adapters and head on SSD loss +
+    adversarial loss. One host synchronisation per iteration carries every logged value and
+    decides the non-finite guard: a non-finite critic loss skips the critic update, a
+    non-finite SSD loss skips the student update.
+
+    ``distiller=None`` (or after ``gan_epochs``) trains on the SSD loss alone: the head-only
+    ablation.
+    """
+
+    def __init__(self, student, teacher_features, ctx_list, trainer, distiller=None,
+                 critic_adapters=None, loss=None):
+        self.student = student
+        self.forward = StudentForward(student, critic_adapters)
+        self.teacher_features = teacher_features
+        self.ctx_list = list(ctx_list)
+        self.trainer = trainer
+        self.distiller = distiller
+        self.critic_adapters = critic_adapters
+        self.loss = loss or SSDMultiBoxLoss()
+        self.epoch = 0
+        self._pending_adv = None
+
+    @property
+    def detector(self):
+        return self.student
+
+    def blocks(self):
+        blocks = {'student': self.student}
+        if self.critic_adapters is not None:
+            blocks['critic_adapters'] = self.critic_adapters
+        if self.distiller is not None:
+            blocks['critics'] = self.distiller.critics
+        return blocks
+
+    def trainers(self):
+        trainers = {'student': self.trainer}
+        if self.distiller is not None:
+            trainers['critics'] = self.distiller.trainer
+        return trainers
+
+    def hybridize(self, **kwargs):
+        self.forward.hybridize(**kwargs)
+        self.teacher_features.hybridize(**kwargs)
+        if self.distiller is not None:
+            self.distiller.critics.hybridize(**kwargs)
+
+    def teacher_maps(self, images):
+        """Per device, the teacher's maps (no autograd, inference-mode BatchNorm)."""
+        return [self.teacher_features(x) for x in images]
+
+    def run_step(self, batch):
+        images, cls_targets, box_targets = split_batch(batch, self.ctx_list)
+        batch_total = int(batch[0].shape[0])
+        gan = self.distiller is not None and self.distiller.active(self.epoch)
+        if gan:
+            teacher = self.teacher_maps(images)
+        with autograd.record():
+            outputs = [self.forward(x) for x in images]
+        student_maps = [o[:-2] for o in outputs]
+        cls_preds = [o[-2] for o in outputs]
+        box_preds = [o[-1] for o in outputs]
+
+        values = {}
+        to_host = []
+        if gan:
+            d = self.distiller
+            pairs = [d.select(s, t) for s, t in zip(student_maps, teacher)]
+            detached = [[m.detach() for m in s] for s, _ in pairs]
+            teacher_paired = [t for _, t in pairs]
+            scores = d.critic_forward_backward(teacher_paired, detached, batch_total)
+            real = mx.nd.add_n(*[r.as_in_context(self.ctx_list[0]) for r, _ in scores])
+            fake = mx.nd.add_n(*[f.as_in_context(self.ctx_list[0]) for _, f in scores])
+            to_host += [real / batch_total, fake / batch_total]
+        with autograd.record():
+            sum_loss, cls_loss, box_loss = self.loss(cls_preds, box_preds, cls_targets,
+                                                     box_targets)
+        ctx0 = self.ctx_list[0]
+        ssd_vals = mx.nd.stack(*[mx.nd.add_n(*[l.sum().as_in_context(ctx0) for l in group])
+                                 for group in (cls_loss, box_loss)])
+        to_host.append(ssd_vals)
+        if self._pending_adv is not None:
+            to_host.append(self._pending_adv.reshape((1,)))
+        host = mx.nd.concat(*[a.reshape((-1,)) for a in to_host], dim=0).asnumpy()  # the sync
+
+        k = len(self.distiller.pairs) if gan else 0
+        real_k, fake_k = host[:k], host[k:2 * k]
+        ce, l1 = host[2 * k], host[2 * k + 1]
+        if self._pending_adv is not None:
+            values['Loss_G_adv'] = float(host[2 * k + 2])
+            self._pending_adv = None
+        critic_finite = bool(np.all(np.isfinite(host[:2 * k])))
+        ssd_finite = bool(np.isfinite(ce) and np.isfinite(l1))
+        if gan:
+            values['Loss_D_real'] = float(real_k.sum())
+            values['Loss_D_fake'] = float(fake_k.sum())
+            values['Loss_D'] = float(real_k.sum() - fake_k.sum())
+            for i, w in enumerate(fake_k - real_k):
+                values['W%d' % i] = float(w)
+            if critic_finite:
+                d.critic_step()
+                for _ in range(d.n_critic - 1):
+                    d.critic_forward_backward(teacher_paired, detached, batch_total)
+                    d.critic_step()
+
+        with autograd.record():
+            totals = []
+            adv_parts = []
+            for i, s_loss in enumerate(sum_loss):
+                total = s_loss.sum()
+                if gan:
+                    s_paired, _ = pairs[i]
+                    adv = self.distiller.adversarial_loss(s_paired, batch_total)
+                    adv_parts.append(adv)
+                    total = total + adv
+                totals.append(total)
+        autograd.backward(totals)
+        if gan:
+            # logged with the next iteration's synchronisation (no extra host round trip)
+            self._pending_adv = mx.nd.add_n(*[a.as_in_context(ctx0) for a in adv_parts])
+        finite = ssd_finite and (critic_finite or not gan)
+        if ssd_finite:
+            self.trainer.step(1)
+        values.update({'CrossEntropy': float(ce), 'SmoothL1': float(l1), 'finite': finite,
+                       'batch_size': batch_total})
+        return values

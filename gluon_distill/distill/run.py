@@ -1,0 +1,101 @@
+"""Wiring of a distillation run: the plain run's loop and hooks with the distillation step."""
+import os
+
+from .. import _compat  # noqa: F401
+
+from ..data.loader import TrainLoader
+from ..engine.checkpoint import save_params
+from ..engine.loop import HookBase
+from ..engine.steps import DetectionStep, make_trainer
+from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
+from ..models.ssd import anchors_of, ModelError
+from ..training import (prepare_run, seed_everything, make_evaluate, standard_hooks, run_loop,
+                        check_resume_compatible, data_record)
+from .build import load_teacher, check_teacher, plan_student, describe_layout
+from .gan import GANDistiller, DistillStep
+from .student import fold
+
+METHODS = ('gan', 'head_only')
+
+
+class EpochToStep(HookBase):
+    """Tells the step which epoch runs (the GAN term stops after ``gan_epochs``)."""
+
+    def before_epoch(self):
+        self.loop.step.epoch = self.loop.epoch
+
+
+def student_spec(plan, classes, model_cfg, prov, data, folded=False):
+    """``model.json`` of the deployable student (no teacher needed to load it)."""
+    extra = {'data': data}
+    if plan.head == 'own':
+        return model_spec(plan.arch, classes, model_cfg.mean, model_cfg.std, prov, 'ssd', extra)
+    extra.update({'student_arch': plan.arch.to_dict(),
+                  'adapters': {'student_channels': plan.student_channels,
+                               'teacher_channels': plan.teacher_channels,
+                               'folded': folded}})
+    return model_spec(plan.net.head_arch, classes, model_cfg.mean, model_cfg.std, prov,
+                      'distilled_ssd', extra)
+
+
+def train_distilled(cfg, argv=None):
+    """Distil ``cfg.teacher`` into the student ``cfg.model`` as ``cfg.distill`` says."""
+    d, t, m = cfg.distill, cfg.train, cfg.model
+    if d.method not in METHODS:
+        raise ModelError('distill.method: expected one of {}, got {!r}'.format(METHODS,
+                                                                               d.method))
+    run = prepare_run(cfg, argv)
+    seed_everything(t.seed)
+    classes = run.data.classes
+    teacher = load_teacher(cfg.teacher, m, classes, run.ctx)
+    check_teacher(teacher, classes, m)
+    plan = plan_student(teacher, m, classes, run.ctx, d.init_head_from_teacher)
+    run.logger.info('teacher %s (%s); %s', teacher.source, teacher.arch.network,
+                    describe_layout(plan))
+    prov = provenance(t.seed, dataset_fingerprint(run.data.train.records, classes), argv)
+    prov['teacher'] = {'source': os.path.abspath(teacher.source),
+                       'network': teacher.arch.network}
+    spec = student_spec(plan, classes, m, prov, data_record(cfg.data))
+    if t.resume:
+        check_resume_compatible(run.out, spec)
+    write_model_json(run.out, spec)
+
+    student = plan.net
+    kv = t.kvstore if len(run.ctx) > 1 else None
+    params = student.collect_params()
+    if plan.critic_adapters is not None:
+        params.update(plan.critic_adapters.collect_params())
+    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv)
+    lr_trainers = {'net': (trainer, t.lr)}
+    if d.method == 'head_only':
+        step = DetectionStep(student, run.ctx, trainer)
+        if t.hybridize:
+            student.hybridize(static_alloc=True, static_shape=True)
+    else:
+        distiller = GANDistiller(plan.pairs, plan.sizes, run.ctx, d.critic_width, d.clip,
+                                 d.critic_lr, d.critic_beta1, d.n_critic, d.adv_weight,
+                                 d.gan_epochs, kv or 'device')
+        lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
+        step = DistillStep(student, teacher.net.features, run.ctx, trainer, distiller,
+                           plan.critic_adapters)
+        if t.hybridize:
+            step.hybridize(static_alloc=True, static_shape=True)
+            student.hybridize(static_alloc=True, static_shape=True)
+    anchors = anchors_of(student, m.data_shape, run.ctx[0])
+    loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
+                         seed=t.seed, num_workers=cfg.data.num_workers)
+    evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
+    hooks = [EpochToStep()] + standard_hooks(run, step, evaluate, lr_trainers)
+    run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
+                    'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
+                    t.batch_size, len(run.ctx))
+    summary = run_loop(run, step, loader, hooks)
+    save_params(os.path.join(run.out, 'student.params'), student)
+    summary['student'] = os.path.join(run.out, 'student.params')
+    if d.fold_adapters and plan.head == 'teacher':
+        folded_dir = os.path.join(run.out, 'folded')
+        save_params(os.path.join(folded_dir, 'student.params'), fold(student, run.ctx))
+        write_model_json(folded_dir, student_spec(plan, classes, m, prov, data_record(cfg.data),
+                                                  folded=True))
+        summary['folded'] = os.path.join(folded_dir, 'student.params')
+    return summary
