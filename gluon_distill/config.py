@@ -131,7 +131,17 @@ class EvalConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """What an experiment file reproduces: its paper table cell and published number."""
+    name: str = ''
+    paper_table: str = ''
+    published_mAP: Optional[float] = None
+    notes: str = ''
+
+
+@dataclass
 class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
