@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 import gluon_distill  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
@@ -285,9 +285,16 @@ def _inspect_image(image_path, full_decode=True):
         size, mode, fmt = img.size, img.mode, img.format
         img.verify()
     if full_decode:
-        with Image.open(image_path) as img:
-            img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
+        # importing gluoncv.data sets Pillow's global LOAD_TRUNCATED_IMAGES = True, which
+        # would let a truncated JPEG decode silently
+        tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            with Image.open(image_path) as img:
+                img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
     return size, mode, fmt
 
 
