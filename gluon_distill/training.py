@@ -17,7 +17,7 @@ import mxnet as mx
 
 from .data.datasets import build_datasets
 from .data.loader import TrainLoader
-from .engine.checkpoint import load_checkpoint, CheckpointError
+from .engine.checkpoint import atomic_write_text, load_checkpoint, CheckpointError
 from .engine.devices import parse_ctx
 from .engine.hooks import (setup_logging, JsonlWriter, LRScheduleHook, NonFiniteGuard,
                            MetricsLogger, EvalHook, CheckpointHook)
@@ -139,7 +139,7 @@ def standard_hooks(run, step, evaluate, lr_trainers, start_best=-1.0):
 
 
 def run_loop(run, step, loader, hooks):
-    """Resume if asked, run the loop, return a summary dict (also written to summary.json)."""
+    """Resume if asked, run the loop, return a summary dict."""
     t = run.cfg.train
     start_epoch, start_iter = 0, 0
     checkpoint_hook = [h for h in hooks if isinstance(h, CheckpointHook)][0]
@@ -157,11 +157,14 @@ def run_loop(run, step, loader, hooks):
                            'epoch: --resume continues from it', loop.epoch, loop.iteration,
                            checkpoint_hook.last_path)
         raise
-    summary = {'out': run.out, 'epochs': t.epochs, 'best_mAP': checkpoint_hook.best,
-               'last_mAP': loop.metrics.get('mAP') if loop.metrics else None,
-               'iterations': loop.iteration}
-    with open(os.path.join(run.out, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    return {'out': run.out, 'epochs': t.epochs, 'best_mAP': checkpoint_hook.best,
+            'last_mAP': loop.metrics.get('mAP') if loop.metrics else None,
+            'iterations': loop.iteration}
+
+
+def write_summary(run, summary):
+    """``summary.json``, written last: its presence means the run finished."""
+    atomic_write_text(os.path.join(run.out, 'summary.json'), json.dumps(summary, indent=2))
     return summary
 
 
@@ -191,4 +194,4 @@ def train_detector(cfg, argv=None):
     run.logger.info('training %s (%s, %d px) for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', arch.network, 'from ' + m.params if m.params else 'new',
                     arch.data_shape, t.epochs, len(loader), t.batch_size, len(run.ctx))
-    return run_loop(run, step, loader, hooks)
+    return write_summary(run, run_loop(run, step, loader, hooks))

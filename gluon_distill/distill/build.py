@@ -138,7 +138,12 @@ def plan_student(teacher, model_cfg, classes, ctx, init_head_from_teacher=True):
     if not pairs:
         raise ModelError('student maps {} and teacher maps {} share no spatial size: no critic '
                          'can compare them'.format(_fmt(s_shapes), _fmt(t_shapes)))
-    critic_adapters = ChannelAdapters([s_ch[s] for s, _ in pairs], [t_ch[t] for _, t in pairs])
+    # One adapter slot per student map, indexed like the maps (StudentForward applies the
+    # adapters to all of them and the distiller selects maps by student index); a map with no
+    # partner keeps its channels (identity, no parameters).
+    partner = dict(pairs)
+    critic_adapters = ChannelAdapters(
+        s_ch, [t_ch[partner[k]] if k in partner else s_ch[k] for k in range(len(s_ch))])
     critic_adapters.initialize(ctx=ctx)
     return StudentPlan(own, s_arch, 'own', pairs, [s_shapes[s][1] for s, _ in pairs],
                        critic_adapters, s_ch, t_ch)

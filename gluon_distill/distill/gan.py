@@ -143,8 +143,9 @@ class DistillStep:
     statistics never move); one student forward; ``n_critic`` critic updates on the detached
     student maps; one update of student backbone, adapters and head on SSD loss +
     adversarial loss. One host synchronisation per iteration carries every logged value and
-    decides the non-finite guard: a non-finite critic loss skips the critic update, a
-    non-finite SSD loss skips the student update.
+    decides the non-finite guard: a non-finite critic loss skips the critic update and the
+    student update (its adversarial term uses the same critics), a non-finite SSD loss skips
+    the student update.
 
     ``distiller=None`` (or after ``gan_epochs``) trains on the SSD loss alone: the head-only
     ablation.
@@ -261,8 +262,12 @@ class DistillStep:
             # logged with the next iteration's synchronisation (no extra host round trip)
             self._pending_adv = mx.nd.add_n(*[a.as_in_context(ctx0) for a in adv_parts])
         finite = ssd_finite and (critic_finite or not gan)
-        if ssd_finite:
-            self.trainer.step(1)
+        # a non-finite critic score makes the adversarial term (same critics, same student
+        # maps) non-finite too: stepping the student then would poison it with NaN
+        if finite:
+            # own-head students: the critic-only adapters get no gradient once the
+            # adversarial term is off (after gan_epochs)
+            self.trainer.step(1, ignore_stale_grad=not gan and self.critic_adapters is not None)
         values.update({'CrossEntropy': float(ce), 'SmoothL1': float(l1), 'finite': finite,
                        'batch_size': batch_total})
         return values

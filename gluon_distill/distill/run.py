@@ -10,7 +10,7 @@ from ..engine.steps import DetectionStep, make_trainer
 from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
 from ..models.ssd import anchors_of, ModelError
 from ..training import (prepare_run, seed_everything, make_evaluate, standard_hooks, run_loop,
-                        check_resume_compatible, data_record)
+                        check_resume_compatible, data_record, write_summary)
 from .build import load_teacher, check_teacher, plan_student, describe_layout
 from .gan import GANDistiller, DistillStep
 from .student import fold
@@ -63,7 +63,8 @@ def train_distilled(cfg, argv=None):
     student = plan.net
     kv = t.kvstore if len(run.ctx) > 1 else None
     params = student.collect_params()
-    if plan.critic_adapters is not None:
+    if plan.critic_adapters is not None and d.method == 'gan':
+        # the critic-only adapters: nothing else gives them a gradient
         params.update(plan.critic_adapters.collect_params())
     trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv)
     lr_trainers = {'net': (trainer, t.lr)}
@@ -98,4 +99,4 @@ def train_distilled(cfg, argv=None):
         write_model_json(folded_dir, student_spec(plan, classes, m, prov, data_record(cfg.data),
                                                   folded=True))
         summary['folded'] = os.path.join(folded_dir, 'student.params')
-    return summary
+    return write_summary(run, summary)

@@ -100,6 +100,8 @@ def fold(student, ctx=None):
     folded.student_arch = student.student_arch
     folded.adapter_channels = (adapters.student_channels, adapters.teacher_channels)
     initialize(folded, ctx)
+    with mx.autograd.train_mode():  # resolve the predictors' deferred input channels
+        folded(mx.nd.zeros((1, 3, head_arch.data_shape, head_arch.data_shape), ctx=ctx[0]))
     for group in ('class_predictors', 'box_predictors'):
         for k, (src, dst) in enumerate(zip(getattr(student, group), getattr(folded, group))):
             weight = src.predictor.weight.data(ctx[0])

@@ -35,12 +35,33 @@ _ZOO = {
                             [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
     ('mobilenet1.0', 512): (['relu22_fwd', 'relu26_fwd'],
                             [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
+    # Not a GluonCV preset (GluonCV has no MobileNetV2 SSD): built the same way from the
+    # ImageNet ``mobilenetv2_1.0`` base (prefix ``mobilenetv20_``), with SSDLite's taps:
+    #   stride 16: features_linearbottleneck13_relu60_relu6 -- the 1x1 expansion (+ReLU6) of
+    #              bottleneck 13, just before its stride-2 depthwise conv: 576 ch, 32x32 at 512
+    #   stride 32: features_relu61_relu6 -- the last 1x1 conv (+ReLU6) of the backbone:
+    #              1280 ch, 16x16 at 512
+    # then the extras [512, 512, 256, 256]: maps 32, 16, 8, 4, 2, 1 at 512 px, channels
+    # 576, 1280, 512, 512, 256, 256; anchors as the ResNet/MobileNet 512 presets.
+    ('mobilenetv2_1.0', 512): (['features_linearbottleneck13_relu60_relu6',
+                                'features_relu61_relu6'],
+                               [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
+    # ResNet101 v2 tapped at its stage outputs (see resnet101_v2_stages below): in a v2
+    # (pre-activation) ResNet a stage ends on a residual sum with no activation; the first
+    # layers of the next part normalise and activate it, so the activated stage outputs are
+    #   stage 3: stage4_activation0 = ReLU(BN(stage3 output)): 1024 ch, 32x32 at 512
+    #   stage 4: relu1_fwd = the backbone's final ReLU(BN(stage4 output)): 2048 ch, 16x16
+    # channels 1024, 2048, 512, 512, 256, 256 (as ResNet50 v1's preset).
+    ('resnet101_v2_stages', 512): (['stage4_activation0', 'relu1_fwd'],
+                                   [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
     ('vgg16_atrous', 300): ('vgg16_atrous_300', None, [30, 60, 111, 162, 213, 264, 315],
                             _RATIOS_6, [8, 16, 32, 64, 100, 300]),
     ('vgg16_atrous', 512): ('vgg16_atrous_512', None,
                             [51.2, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6],
                             _RATIOS_7, [8, 16, 32, 64, 128, 256, 512]),
 }
+#: Network names that are not GluonCV ImageNet model names -> the base network they build on.
+_BASE_NETWORK = {'resnet101_v2_stages': 'resnet101_v2'}
 _VGG_FEATURES = {'vgg16_atrous_300': vgg16_atrous_300, 'vgg16_atrous_512': vgg16_atrous_512}
 
 #: Anchor sizes of the demo network as fractions of the input side (SSD's s_min..s_max rule).
@@ -94,8 +115,28 @@ def parse_network_name(network, data_shape):
     return network, data_shape
 
 
+def base_network(network):
+    """The GluonCV ImageNet model an SSD network name is built on (``resnet101_v2_stages`` ->
+    ``resnet101_v2``; the VGG presets -> their feature builder's name)."""
+    return _BASE_NETWORK.get(network, network)
+
+
 def resolve_arch(network, data_shape, width=32, blocks=1):
-    """The :class:`SSDArch` of a named network at a given input size."""
+    """The :class:`SSDArch` of a named network at a given input size.
+
+    Zoo names mirror GluonCV's SSD VOC presets (taps, extra layers, anchors), plus two that
+    GluonCV does not have:
+
+    * ``mobilenetv2_1.0``: MobileNetV2 1.0 with SSDLite's taps (576 ch at stride 16, 1280 ch
+      at stride 32), the extras and anchors of the other 512 presets.
+    * ``resnet101_v2_stages``: ResNet101 v2 tapped at its stage-3 and stage-4 outputs
+      (1024 and 2048 channels, like ResNet50 v1's preset). ``resnet101_v2`` keeps GluonCV's
+      ``ssd_512_resnet101_v2`` preset, whose taps ``stage3_activation22`` and
+      ``stage4_activation2`` are BN+ReLU layers *inside* bottleneck blocks (256 channels in
+      the middle of stage 3, 512 channels in stage 4's first block, after its stride-2
+      conv), not stage ends; only that preset matches GluonCV's published
+      ``ssd_512_resnet101_v2_voc`` weights.
+    """
     base, size = parse_network_name(network, data_shape)
     if base == 'tiny':
         return SSDArch('tiny', size, [round(f * size, 2) for f in TINY_SIZE_FRACTIONS],
@@ -139,7 +180,7 @@ def build_ssd(arch, classes, pretrained_base=False, ctx=None, **ssd_kwargs):
     saying where to place the weight file by hand."""
     ctx = ctx or mx.cpu()
     features = _features_argument(arch)
-    base_name = None if callable(features) else arch.network
+    base_name = None if callable(features) else base_network(arch.network)
     pretrained = bool(pretrained_base) and arch.network != 'tiny'
     try:
         return SSD(base_name, arch.data_shape, features, arch.filters, arch.sizes, arch.ratios,
@@ -148,7 +189,7 @@ def build_ssd(arch, classes, pretrained_base=False, ctx=None, **ssd_kwargs):
     except Exception as e:  # a failed download surfaces as several exception types
         if not pretrained:
             raise
-        base = arch.features if isinstance(arch.features, str) else arch.network
+        base = arch.features if isinstance(arch.features, str) else base_network(arch.network)
         raise ModelError(
             'could not get ImageNet weights for {!r} from the GluonCV model zoo ({}: {}). '
             'Offline, download them elsewhere and place the file at {}, or pass '
