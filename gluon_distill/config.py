@@ -45,6 +45,7 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     num_workers: int = 4
+    pipeline: str = 'fast'
     check_images: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

@@ -185,10 +185,11 @@ def train_detector(cfg, argv=None):
         net.hybridize(static_alloc=True, static_shape=True)
     anchors = anchors_of(net, arch.data_shape, run.ctx[0])
     loader = TrainLoader(run.data.train, arch.data_shape, anchors, t.batch_size, m.mean, m.std,
-                         seed=t.seed, num_workers=cfg.data.num_workers)
+                         run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
+                         pipeline=cfg.data.pipeline)
     trainer = make_trainer(net.collect_params(), t.optimizer, t.lr, t.momentum, t.wd,
                            t.kvstore if len(run.ctx) > 1 else None)
-    step = DetectionStep(net, run.ctx, trainer)
+    step = DetectionStep(net, run.ctx, trainer, prepare=loader.prepare)
     evaluate = make_evaluate(run, net, arch.data_shape, m.mean, m.std)
     hooks = standard_hooks(run, step, evaluate, {'net': (trainer, t.lr)})
     run.logger.info('training %s (%s, %d px) for %d epochs, %d iterations each, batch %d on %d '

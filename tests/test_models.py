@@ -302,3 +302,34 @@ def test_params_of_another_architecture_raise_model_error(tmp_path, other):
         load_detector(params_path)
     assert params_path in str(info.value)
     assert 'does not match' in str(info.value)
+
+
+# --- networks that are not GluonCV presets ------------------------------------------------------
+
+@pytest.mark.parametrize('network, channels', [
+    ('mobilenetv2_1.0', [576, 1280, 512, 512, 256, 256]),
+    ('resnet101_v2_stages', [1024, 2048, 512, 512, 256, 256]),
+    ('resnet101_v2', [256, 512, 512, 512, 256, 256]),
+])
+def test_extra_networks_taps_at_512(network, channels):
+    from gluon_distill.distill.student import feature_shapes
+    net = build_ssd(resolve_arch(network, 512), VOC)
+    initialize(net, mx.cpu())
+    shapes = feature_shapes(net.features, 512, mx.cpu())
+    assert [c for c, _, _ in shapes] == channels
+    assert [h for _, h, _ in shapes] == [32, 16, 8, 4, 2, 1]
+    assert anchors_of(net, 512).shape == (1, 6132, 4)  # as every 6-scale 512 preset
+
+
+@pytest.mark.parametrize('network, base', [('mobilenetv2_1.0', 'mobilenetv2_1.0'),
+                                           ('resnet101_v2_stages', 'resnet101_v2')])
+def test_extra_networks_pretrained_base_offline_names_the_base(network, base):
+    from gluoncv.model_zoo.model_store import short_hash
+    expected = os.path.join(os.path.expanduser('~/.mxnet/models'),
+                            '{}-{}.params'.format(base, short_hash(base)))
+    if os.path.exists(expected):
+        pytest.skip('the {} weights are already present'.format(base))
+    with pytest.raises(ModelError) as info:
+        build_ssd(resolve_arch(network, 128), ['a'], pretrained_base=True)
+    assert expected in str(info.value) and repr(base) in str(info.value)
+

@@ -8,6 +8,7 @@ workers, and a run resumed at an epoch boundary, see exactly the same batches.
 """
 import random
 
+import cv2
 import numpy as np
 
 from .. import _compat  # noqa: F401
@@ -65,26 +66,90 @@ class SeededTransformDataset(gluon.data.Dataset):
         return self._transform(img, label)
 
 
-class TrainLoader:
-    """Batches of ``(images, cls_targets, box_targets)`` for one epoch at a time.
+class NumpyImages(gluon.data.Dataset):
+    """``(img uint8 (H, W, 3) RGB numpy, label)`` of a DetectionDataset, decoded by OpenCV
+    (3 channels whatever the file: grayscale and CMYK are converted)."""
 
-    ``images`` (B, 3, H, W) float32 normalised; ``cls_targets`` (B, N) with 0 for background;
-    ``box_targets`` (B, N, 4) encoded offsets; ``N`` the number of anchors. Incomplete last
-    batches are dropped so every device gets an equal shard every step.
+    def __init__(self, dataset):
+        self._dataset = dataset
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, index):
+        record = self._dataset.record(index)
+        img = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise IOError('cannot decode image {}'.format(record.image_path))
+        return img[:, :, ::-1], record.label_array()
+
+
+class StackUInt8:
+    """Batchify images keeping their uint8 dtype (GluonCV's Stack converts to float32)."""
+
+    def __call__(self, data):
+        out = np.stack(data)
+        return mx.nd.array(out, ctx=mx.Context('cpu_shared', 0), dtype=out.dtype)
+
+
+class DevicePrepare:
+    """Turns a loader batch ``(images, cls_targets, box_targets)`` into per-device lists.
+
+    With a ``normalizer`` the images arrive as uint8 ``(B, S, S, 3)`` and are normalised on
+    each device (4x less to copy than float32); without, they are already normalised.
     """
 
-    def __init__(self, dataset, data_shape, anchors, batch_size, mean, std, seed=0,
-                 num_workers=0, transform=None):
-        transform = transform or SSDDefaultTrainTransform(
-            data_shape, data_shape, anchors, mean=tuple(mean), std=tuple(std))
+    def __init__(self, ctx_list, normalizer=None):
+        self.ctx_list = list(ctx_list)
+        self.normalizer = normalizer
+
+    def __call__(self, batch):
+        images, cls_targets, box_targets = split_batch(batch, self.ctx_list)
+        if self.normalizer is not None:
+            images = [self.normalizer(x) for x in images]
+        return images, cls_targets, box_targets
+
+
+PIPELINES = ('fast', 'gluoncv')
+
+
+class TrainLoader:
+    """Training batches for one epoch at a time, and how to put them on the devices.
+
+    ``pipeline='fast'`` (the config's default): uint8 NumPy/OpenCV augmentation and NumPy SSD
+    targets in the workers (:mod:`gluon_distill.data.augment`), normalisation on the devices. ``pipeline='gluoncv'``: GluonCV's SSDDefaultTrainTransform with
+    targets per image in the workers (this class's default). Same augmentation policy; ``bench/loader.py`` compares
+    them. ``prepare(batch)`` gives per-device ``images (B, 3, S, S)``, ``cls_targets (B, N)``
+    (0 = background), ``box_targets (B, N, 4)``. Incomplete last batches are dropped so every
+    device gets an equal shard every step.
+    """
+
+    def __init__(self, dataset, data_shape, anchors, batch_size, mean, std, ctx_list=None,
+                 seed=0, num_workers=0, pipeline='gluoncv'):
+        if pipeline not in PIPELINES:
+            raise ValueError('data.pipeline: expected one of {}, got {!r}'.format(PIPELINES,
+                                                                              pipeline))
         if len(dataset) < batch_size:
             raise ValueError('the training set has {} images, fewer than one batch of {}'.format(
                 len(dataset), batch_size))
+        ctx_list = ctx_list or [mx.cpu()]
+        if pipeline == 'fast':
+            from .augment import SSDTrainTransform, Normalizer
+            source = NumpyImages(dataset)
+            transform = SSDTrainTransform(data_shape, anchors, mean)
+            batchify = Tuple(StackUInt8(), Stack(), Stack())
+            self.prepare = DevicePrepare(ctx_list, Normalizer(mean, std))
+        else:
+            source = dataset
+            transform = SSDDefaultTrainTransform(data_shape, data_shape, anchors,
+                                                 mean=tuple(mean), std=tuple(std))
+            batchify = Tuple(Stack(), Stack(), Stack())
+            self.prepare = DevicePrepare(ctx_list)
         self.sampler = EpochSampler(len(dataset), seed)
         batch_sampler = gluon.data.BatchSampler(self.sampler, batch_size, 'discard')
         self.loader = gluon.data.DataLoader(
-            SeededTransformDataset(dataset, transform, seed), batch_sampler=batch_sampler,
-            batchify_fn=Tuple(Stack(), Stack(), Stack()), num_workers=num_workers)
+            SeededTransformDataset(source, transform, seed), batch_sampler=batch_sampler,
+            batchify_fn=batchify, num_workers=num_workers)
 
     def epoch(self, epoch):
         """An iterator over the batches of ``epoch``."""

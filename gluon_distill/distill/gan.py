@@ -22,7 +22,7 @@ from mxnet import autograd
 from mxnet.gluon import nn
 from gluoncv.loss import SSDMultiBoxLoss
 
-from ..data.loader import split_batch
+from ..data.loader import DevicePrepare
 from ..engine.steps import make_trainer
 from .critics import CriticSet, clip_weights
 
@@ -36,6 +36,10 @@ class GANDistiller:
         ``(student map index, teacher map index)`` of equal spatial size, one critic each.
     sizes : list of int
         Spatial size of each pair's maps.
+    channels : list of int, optional
+        Channels of each pair's maps (the teacher's). Without them the critics' parameters
+        are deferred to the first forward pass, and a checkpoint's optimizer state cannot be
+        loaded before it.
     ctx_list : list of Context
     width : int
         Channels of the critics' convolutions (the paper draws 512).
@@ -52,14 +56,14 @@ class GANDistiller:
     """
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
-                 n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device'):
+                 n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None):
         self.pairs = list(pairs)
         self.ctx_list = list(ctx_list)
         self.clip = clip
         self.n_critic = n_critic
         self.adv_weight = adv_weight
         self.gan_epochs = gan_epochs
-        self.critics = CriticSet(sizes, width)
+        self.critics = CriticSet(sizes, width, channels)
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
         self.base_lr = lr
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
@@ -96,7 +100,7 @@ class GANDistiller:
         return out
 
     def critic_step(self):
-        self.trainer.step(1)
+        self.trainer.step(1, ignore_stale_grad=not gan and self.critic_adapters is not None)
         if self.clip > 0:
             clip_weights(self.critics.collect_params(), self.clip, self.ctx_list)
 
@@ -152,7 +156,7 @@ class DistillStep:
     """
 
     def __init__(self, student, teacher_features, ctx_list, trainer, distiller=None,
-                 critic_adapters=None, loss=None):
+                 critic_adapters=None, loss=None, prepare=None):
         self.student = student
         self.forward = StudentForward(student, critic_adapters)
         self.teacher_features = teacher_features
@@ -161,6 +165,7 @@ class DistillStep:
         self.distiller = distiller
         self.critic_adapters = critic_adapters
         self.loss = loss or SSDMultiBoxLoss()
+        self.prepare = prepare or DevicePrepare(ctx_list)
         self.epoch = 0
         self._pending_adv = None
 
@@ -193,7 +198,7 @@ class DistillStep:
         return [self.teacher_features(x) for x in images]
 
     def run_step(self, batch):
-        images, cls_targets, box_targets = split_batch(batch, self.ctx_list)
+        images, cls_targets, box_targets = self.prepare(batch)
         batch_total = int(batch[0].shape[0])
         gan = self.distiller is not None and self.distiller.active(self.epoch)
         if gan:

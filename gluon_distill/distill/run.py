@@ -68,23 +68,25 @@ def train_distilled(cfg, argv=None):
         params.update(plan.critic_adapters.collect_params())
     trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv)
     lr_trainers = {'net': (trainer, t.lr)}
+    anchors = anchors_of(student, m.data_shape, run.ctx[0])
+    loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
+                         run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
+                         pipeline=cfg.data.pipeline)
     if d.method == 'head_only':
-        step = DetectionStep(student, run.ctx, trainer)
+        step = DetectionStep(student, run.ctx, trainer, prepare=loader.prepare)
         if t.hybridize:
             student.hybridize(static_alloc=True, static_shape=True)
     else:
         distiller = GANDistiller(plan.pairs, plan.sizes, run.ctx, d.critic_width, d.clip,
                                  d.critic_lr, d.critic_beta1, d.n_critic, d.adv_weight,
-                                 d.gan_epochs, kv or 'device')
+                                 d.gan_epochs, kv or 'device',
+                                 channels=[plan.teacher_channels[t] for _, t in plan.pairs])
         lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
         step = DistillStep(student, teacher.net.features, run.ctx, trainer, distiller,
-                           plan.critic_adapters)
+                           plan.critic_adapters, prepare=loader.prepare)
         if t.hybridize:
             step.hybridize(static_alloc=True, static_shape=True)
             student.hybridize(static_alloc=True, static_shape=True)
-    anchors = anchors_of(student, m.data_shape, run.ctx[0])
-    loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
-                         seed=t.seed, num_workers=cfg.data.num_workers)
     evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
     hooks = [EpochToStep()] + standard_hooks(run, step, evaluate, lr_trainers)
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '

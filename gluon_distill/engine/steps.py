@@ -6,7 +6,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from gluoncv.loss import SSDMultiBoxLoss
 
-from ..data.loader import split_batch
+from ..data.loader import DevicePrepare
 
 
 def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstore='device',
@@ -35,18 +35,20 @@ def host_values(arrays):
 class DetectionStep:
     """One SGD step of an SSD on its own targets, over a list of devices.
 
-    ``run_step((images, cls_targets, box_targets))`` splits the batch over ``ctx_list``,
+    ``run_step(batch)`` puts the batch on the devices with ``prepare`` (default: a batch of
+    ``(images, cls_targets, box_targets)`` split over ``ctx_list``),
     computes GluonCV's SSDMultiBoxLoss (softmax cross-entropy with 3:1 hard negative mining,
     smooth L1; normalised by the positives of the whole batch), back-propagates, and applies
     the update unless a loss is not finite. Returns host floats ``CrossEntropy``, ``SmoothL1``,
     ``loss`` and ``finite``, ``batch_size``.
     """
 
-    def __init__(self, net, ctx_list, trainer, loss=None):
+    def __init__(self, net, ctx_list, trainer, loss=None, prepare=None):
         self.net = net
         self.ctx_list = list(ctx_list)
         self.trainer = trainer
         self.loss = loss or SSDMultiBoxLoss()
+        self.prepare = prepare or DevicePrepare(ctx_list)
 
     @property
     def detector(self):
@@ -73,7 +75,7 @@ class DetectionStep:
         return sum_loss, cls_loss, box_loss
 
     def run_step(self, batch):
-        images, cls_targets, box_targets = split_batch(batch, self.ctx_list)
+        images, cls_targets, box_targets = self.prepare(batch)
         _, cls_loss, box_loss = self.forward_backward(images, cls_targets, box_targets)
         ce, l1 = host_values([cls_loss, box_loss])
         finite = bool(np.isfinite(ce) and np.isfinite(l1))

@@ -145,7 +145,14 @@ def resolve_arch(network, data_shape, width=32, blocks=1):
     if not presets:
         raise ModelError('unknown network {!r}: choose one of {} or tiny'.format(
             network, ', '.join(ZOO_NETWORKS)))
-    preset = min(presets, key=lambda s: abs(s - size))
+    match = _ZOO_NAME.match(network)
+    named = int(match.group(1)) if match else None
+    if named in presets:
+        # a full zoo name picks its preset (ssd_512_vgg16_atrous at 288 px: the 7-scale
+        # 512 preset, scaled), whatever the input size
+        preset = named
+    else:
+        preset = min(presets, key=lambda s: abs(s - size))
     features, filters, sizes, ratios, steps = _ZOO[(base, preset)]
     scale = size / float(preset)
     return SSDArch(base, size, [round(s * scale, 4) for s in sizes], ratios,

@@ -1,0 +1,295 @@
+"""The Table-1 experiment files (experiments/voc/) and the real zoo networks they name.
+
+Every YAML loads; every cell of Table 1 (3 students x 3 teachers + 3 baselines) has exactly
+one config carrying the published number; every distillation config's teacher is trained by a
+teacher config. Then, for every (teacher, student) pair, the real GluonCV networks are built
+with random weights at a small input, composed by ``plan_student`` and run for one GAN
+distillation iteration; the baselines run one plain detection step.
+"""
+import glob
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from gluon_distill import _compat  # noqa: F401
+import mxnet as mx
+
+from gluon_distill.config import ModelConfig, load_config, IMAGENET_MEAN, IMAGENET_STD
+from gluon_distill.distill.build import Teacher, plan_student
+from gluon_distill.distill.gan import GANDistiller, DistillStep
+from gluon_distill.engine.steps import DetectionStep, make_trainer
+from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(REPO, 'experiments')
+VOC_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, 'voc', '*.yaml')))
+CLASSES = ['c%d' % i for i in range(3)]  # the head's class count does not matter here
+
+STUDENTS = {'mobilenet1.0': 'MobileNetV1', 'mobilenetv2_1.0': 'MobileNetV2',
+            'resnet18_v1': 'ResNet18'}
+TEACHERS = {'vgg16_atrous': 'VGG16', 'resnet50_v1': 'ResNet50', 'resnet101_v2': 'ResNet101'}
+# Table 1 of docs/method.md: student -> (no teacher, VGG16, ResNet50, ResNet101)
+TABLE1 = {'mobilenet1.0': (75.4, 77.3, 77.7, 77.6),
+          'mobilenetv2_1.0': (75.9, 77.2, 77.7, 77.5),
+          'resnet18_v1': (74.8, 77.2, 77.6, 77.3)}
+
+# Channels of the SSD maps (method.md's table; MobileNetV2 and VGG16-512 measured here).
+CHANNELS = {
+    'resnet50_v1': [1024, 2048, 512, 512, 256, 256],
+    'resnet18_v1': [256, 512, 512, 512, 256, 256],
+    'mobilenet1.0': [512, 1024, 512, 512, 256, 256],
+    'resnet101_v2': [256, 512, 512, 512, 256, 256],
+    'mobilenetv2_1.0': [576, 1280, 512, 512, 256, 256],
+    'vgg16_atrous': [512, 1024, 512, 256, 256, 256, 256],
+}
+# The smallest input at which VGG16-512 still yields its 7 maps (its last 4x4 layer needs a
+# 2x2 map): 272 px. Maps there: students 17, 9, 5, 3, 2, 1; VGG16-512 34, 17, 9, 5, 3, 2, 1.
+SMALL = 272
+STUDENT_SIZES = [17, 9, 5, 3, 2, 1]
+VGG_SIZES = [34, 17, 9, 5, 3, 2, 1]
+CRITIC_WIDTH = 32
+
+
+def _configs():
+    return {os.path.basename(p)[:-5]: load_config(p) for p in VOC_FILES}
+
+
+CONFIGS = _configs()
+
+
+def _distill_configs(method=None):
+    return {n: c for n, c in CONFIGS.items() if c.teacher.network and
+            (method is None or c.distill.method == method)}
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(EXPERIMENTS, '**', '*.yaml'),
+                                                  recursive=True)),
+                         ids=lambda p: os.path.relpath(p, EXPERIMENTS))
+def test_every_experiment_file_loads(path):
+    cfg = load_config(path)
+    assert cfg.experiment.name == os.path.basename(path)[:-5]
+    assert cfg.experiment.paper_table
+    assert cfg.train.out == 'runs/voc/' + cfg.experiment.name or 'voc' not in path
+    resolve_arch(cfg.model.network, cfg.model.data_shape)
+    if cfg.teacher.network:
+        resolve_arch(cfg.teacher.network, cfg.model.data_shape)
+
+
+def test_every_table1_cell_has_exactly_one_config_with_its_number():
+    expected = {}
+    for s, label in STUDENTS.items():
+        expected['Table 1, {} student, no teacher'.format(label)] = TABLE1[s][0]
+        for col, t in enumerate(TEACHERS.values(), start=1):
+            expected['Table 1, {} student, {} teacher'.format(label, t)] = TABLE1[s][col]
+    assert len(expected) == 12
+    cells = Counter(c.experiment.paper_table for c in CONFIGS.values())
+    for cell, mAP in expected.items():
+        assert cells[cell] == 1, cell
+        (cfg,) = [c for c in CONFIGS.values() if c.experiment.paper_table == cell]
+        assert cfg.experiment.published_mAP == pytest.approx(mAP / 100, abs=1e-9), cell
+        assert cfg.data.train_split == '2007_trainval+2012_trainval'
+        assert cfg.data.val_split == '2007_test'
+        assert cfg.model.data_shape == 512 and cfg.model.pretrained_base
+        label = cell.split(', ')[1].replace(' student', '')
+        assert STUDENTS[cfg.model.network] == label
+        if 'no teacher' in cell:
+            assert not cfg.teacher.network
+            assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_steps) == \
+                (240, 32, [160, 200])
+        else:
+            assert TEACHERS[cfg.teacher.network] + ' teacher' == cell.split(', ')[2]
+            assert cfg.distill.method == 'gan'
+            assert (cfg.train.batch_size, cfg.train.lr_steps) == (64, [80, 100])
+    others = [c for c in CONFIGS.values() if c.experiment.paper_table.startswith('Table 1')]
+    assert len(others) == 12  # nothing else claims a Table-1 cell
+
+
+def test_head_only_ablation_for_every_pair():
+    gan = {(c.teacher.network, c.model.network) for c in _distill_configs('gan').values()}
+    head = Counter((c.teacher.network, c.model.network)
+                   for c in _distill_configs('head_only').values())
+    assert gan == {(t, s) for t in TEACHERS for s in STUDENTS}
+    assert set(head) == gan and set(head.values()) == {1}
+    for c in _distill_configs('head_only').values():
+        assert c.experiment.published_mAP is None
+
+
+def test_distillation_teachers_have_teacher_configs():
+    teachers = {c.model.network: c for n, c in CONFIGS.items() if n.startswith('teacher_')}
+    assert set(teachers) == set(TEACHERS)
+    for name, cfg in _distill_configs().items():
+        tcfg = teachers[cfg.teacher.network]
+        assert cfg.teacher.params == os.path.join(tcfg.train.out, 'best.params'), name
+        assert tcfg.model.data_shape == cfg.model.data_shape
+        assert cfg.distill.method in ('gan', 'head_only')
+        # the paper's critic settings
+        d = cfg.distill
+        assert (d.clip, d.critic_lr, d.critic_beta1, d.adv_weight) == (0.03, 5e-4, 0.5, 1.0)
+        assert d.init_head_from_teacher
+
+
+# --- the real networks -------------------------------------------------------------------------
+
+_TEACHER_CACHE = {}
+
+
+@pytest.fixture(scope='module')
+def teachers():
+    """Random-weight zoo teachers at SMALL px, built once for the module."""
+    yield _TEACHER_CACHE
+    _TEACHER_CACHE.clear()
+
+
+def _teacher(cache, network):
+    if network not in cache:
+        # the full zoo name keeps the 7-scale 512 preset of VGG16 at a small input
+        arch = resolve_arch('ssd_512_' + network, SMALL)
+        net = build_ssd(arch, CLASSES)
+        initialize(net, mx.cpu())
+        anchors_of(net, SMALL)  # completes the deferred initialisation, as loading weights does
+        cache[network] = Teacher(net, arch, list(CLASSES), list(IMAGENET_MEAN),
+                                 list(IMAGENET_STD), 'random:' + network)
+    return cache[network]
+
+
+def _batch(num_anchors, batch=2, seed=0):
+    rng = np.random.RandomState(seed)
+    images = mx.nd.array(rng.normal(size=(batch, 3, SMALL, SMALL)).astype('float32'))
+    cls_targets = np.zeros((batch, num_anchors), 'float32')
+    box_targets = np.zeros((batch, num_anchors, 4), 'float32')
+    for i in range(batch):
+        pos = rng.choice(num_anchors, 4, replace=False)
+        cls_targets[i, pos] = rng.randint(1, len(CLASSES) + 1, size=4)
+        box_targets[i, pos] = rng.normal(scale=0.5, size=(4, 4))
+    return images, mx.nd.array(cls_targets), mx.nd.array(box_targets)
+
+
+PAIRS = sorted({(c.teacher.network, c.model.network) for c in _distill_configs().values()})
+
+
+@pytest.mark.parametrize('teacher_net, student_net', PAIRS,
+                         ids=['{}->{}'.format(t, s) for t, s in PAIRS])
+def test_pair_composes_and_runs_one_gan_iteration(teachers, teacher_net, student_net):
+    ctx = [mx.cpu()]
+    teacher = _teacher(teachers, teacher_net)
+    model_cfg = ModelConfig(network=student_net, data_shape=SMALL, pretrained_base=False)
+    plan = plan_student(teacher, model_cfg, CLASSES, ctx)
+
+    assert plan.student_channels == CHANNELS[student_net]
+    assert plan.teacher_channels == CHANNELS[teacher_net]
+    t_anchors = anchors_of(teacher.net, SMALL).shape[1]
+    s_anchors = anchors_of(plan.net, SMALL).shape[1]
+    if teacher_net == 'vgg16_atrous':
+        # 7 teacher scales vs 6: the student keeps its own head; each student map meets the
+        # VGG map of its spatial size (student k <-> teacher k + 1), adapters feed critics only
+        assert plan.head == 'own'
+        assert plan.pairs == [(k, k + 1) for k in range(6)]
+        assert plan.sizes == STUDENT_SIZES
+        assert [VGG_SIZES[t] for _, t in plan.pairs] == STUDENT_SIZES
+        own = build_ssd(resolve_arch(student_net, SMALL), CLASSES)
+        initialize(own, mx.cpu())
+        assert s_anchors == anchors_of(own, SMALL).shape[1] != t_anchors
+        adapters = plan.critic_adapters
+    else:
+        # same 6 spatial sizes: the student feeds the teacher's head through 1x1 adapters
+        assert plan.head == 'teacher'
+        assert plan.pairs == [(k, k) for k in range(6)]
+        assert plan.sizes == STUDENT_SIZES
+        assert s_anchors == t_anchors
+        adapters = plan.net.features.adapters
+        # the head starts as the teacher's
+        for src, dst in zip(teacher.net.class_predictors, plan.net.class_predictors):
+            np.testing.assert_array_equal(src.predictor.weight.data().asnumpy(),
+                                          dst.predictor.weight.data().asnumpy())
+    assert adapters.student_channels == CHANNELS[student_net][:6]
+    expected_t = ([CHANNELS[teacher_net][t] for _, t in plan.pairs]
+                  if plan.head == 'own' else CHANNELS[teacher_net])
+    assert adapters.teacher_channels == expected_t
+    for conv, s, t in zip(adapters.convs, adapters.student_channels, adapters.teacher_channels):
+        if s == t:
+            assert conv is None
+        else:
+            assert conv.weight.shape == (t, s, 1, 1)
+
+    # one GAN distillation iteration, as train_distilled wires it
+    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, width=CRITIC_WIDTH, clip=0.03,
+                             channels=[plan.teacher_channels[t] for _, t in plan.pairs])
+    params = plan.net.collect_params()
+    if plan.critic_adapters is not None:
+        params.update(plan.critic_adapters.collect_params())
+    step = DistillStep(plan.net, teacher.net.features, ctx, make_trainer(params), distiller,
+                       plan.critic_adapters)
+    teacher_before = [p.data().asnumpy().copy() for p in
+                      list(teacher.net.features.collect_params().values())[:3]]
+    values = step.run_step(_batch(s_anchors))
+    assert values['finite'] is True
+    for key in ['Loss_D', 'Loss_D_real', 'Loss_D_fake', 'CrossEntropy', 'SmoothL1'] + \
+            ['W%d' % k for k in range(len(plan.pairs))]:
+        assert np.isfinite(values[key]), (key, values)
+    adv = step._pending_adv.asscalar()  # the adversarial term, logged with the next iteration
+    assert np.isfinite(adv)
+    for p in distiller.critics.collect_params().values():
+        w = p.data().asnumpy()
+        assert np.all(np.abs(w) <= 0.03 + 1e-7), p.name
+    for before, p in zip(teacher_before, list(teacher.net.features.collect_params().values())):
+        np.testing.assert_array_equal(before, p.data().asnumpy())  # the teacher is frozen
+
+    # the head-only ablation of the same pair: the composed student on the SSD loss alone
+    # (as train_distilled: the trainer holds the student only, no critic adapters)
+    trainer = make_trainer(plan.net.collect_params())
+    values = DetectionStep(plan.net, ctx, trainer).run_step(_batch(s_anchors))
+    assert values['finite'] is True
+
+
+def test_own_head_critic_adapters_follow_student_map_indices():
+    """Regression: a student map without a teacher partner (here the tiny student's 16x16
+    map vs a ResNet18 teacher at 128 px) must not shift the critic adapters onto the wrong
+    maps (plan_student used to build them per pair, StudentForward applies them per map)."""
+    ctx = [mx.cpu()]
+    arch = resolve_arch('resnet18_v1', 128)
+    net = build_ssd(arch, CLASSES)
+    initialize(net, mx.cpu())
+    anchors_of(net, 128)
+    teacher = Teacher(net, arch, list(CLASSES), list(IMAGENET_MEAN), list(IMAGENET_STD), 'r')
+    model_cfg = ModelConfig(network='tiny', data_shape=128, pretrained_base=False, width=8)
+    plan = plan_student(teacher, model_cfg, CLASSES, ctx)
+    assert plan.head == 'own' and plan.pairs[0][0] == 1  # student map 0 has no partner
+    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, width=8)
+    params = plan.net.collect_params()
+    params.update(plan.critic_adapters.collect_params())
+    step = DistillStep(plan.net, net.features, ctx, make_trainer(params), distiller,
+                       plan.critic_adapters)
+    n = anchors_of(plan.net, 128).shape[1]
+    cls_targets = mx.nd.zeros((2, n))
+    cls_targets[:, :4] = 1
+    values = step.run_step((mx.nd.random.uniform(shape=(2, 3, 128, 128)), cls_targets,
+                            mx.nd.zeros((2, n, 4))))
+    assert values['finite'] is True and np.isfinite(values['Loss_D'])
+
+
+def test_zoo_name_keeps_its_preset_at_a_small_input():
+    """ssd_512_vgg16_atrous at 272 px is the 7-scale 512 preset scaled, not the 300 one."""
+    small = resolve_arch('ssd_512_vgg16_atrous', SMALL)
+    assert small.num_scales == 7
+    np.testing.assert_allclose(small.sizes, np.array(resolve_arch('vgg16_atrous', 512).sizes) *
+                               SMALL / 512.0, atol=1e-3)
+    assert resolve_arch('vgg16_atrous', SMALL).num_scales == 6  # nearest preset: 300
+
+
+@pytest.mark.parametrize('student_net', sorted(STUDENTS))
+def test_baseline_builds_and_runs_one_detection_step(student_net):
+    names = [n for n, c in CONFIGS.items() if n.startswith('baseline_') and
+             c.model.network == student_net]
+    assert len(names) == 1
+    ctx = [mx.cpu()]
+    net = build_ssd(resolve_arch(student_net, SMALL), CLASSES, pretrained_base=False)
+    initialize(net, mx.cpu())
+    num_anchors = anchors_of(net, SMALL).shape[1]
+    step = DetectionStep(net, ctx, make_trainer(net.collect_params()))
+    values = step.run_step(_batch(num_anchors))
+    assert values['finite'] is True
+    assert np.isfinite(values['CrossEntropy']) and np.isfinite(values['SmoothL1'])
