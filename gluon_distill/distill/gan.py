@@ -100,7 +100,7 @@ class GANDistiller:
         return out
 
     def critic_step(self):
-        self.trainer.step(1, ignore_stale_grad=not gan and self.critic_adapters is not None)
+        self.trainer.step(1)
         if self.clip > 0:
             clip_weights(self.critics.collect_params(), self.clip, self.ctx_list)
 

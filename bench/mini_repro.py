@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Mini-reproduction of Table 1 on this CPU (see gluon_distill/mini.py). Resumable: run it
+again after an interruption and it continues where it stopped.
+
+    python bench/mini_repro.py --out runs/mini --seeds 0 1 2 --epochs 60
+    python bench/mini_repro.py --set distill.n_critic=5 --out runs/mini_ncritic5
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools'))
+import _bootstrap  # noqa: F401,E402
+import yaml  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='runs/mini')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--epochs', type=int, default=60)
+    parser.add_argument('--teacher-epochs', type=int, default=60)
+    parser.add_argument('--arms', nargs='+', default=['baseline', 'head_only', 'gan'])
+    parser.add_argument('--workers', type=int, default=1)
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config key of the student runs')
+    args = parser.parse_args(argv)
+    from gluon_distill.mini import run_mini_reproduction
+    overrides = [(k, yaml.safe_load(v)) for k, v in (s.split('=', 1) for s in args.set)]
+    results = run_mini_reproduction(args.out, args.seeds, args.epochs, args.teacher_epochs,
+                                    args.arms, args.workers, overrides)
+    print(open(os.path.join(os.path.abspath(args.out), 'results.md')).read())
+    return 0 if results else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
