@@ -43,7 +43,7 @@ class CriticSet(nn.HybridBlock):
         self.critics = nn.HybridSequential(prefix='')
         with self.name_scope():
             for size, c in zip(sizes, channels):
-                self.critics.add(Critic(size, width))
+                self.critics.add(Critic(size, width, c))
 
     def hybrid_forward(self, F, *maps):
         return [critic(x) for critic, x in zip(self.critics, maps)]
