@@ -90,8 +90,12 @@ class DistillConfig:
     critic_lr: float = 0.0005
     critic_beta1: float = 0.5
     clip: float = 0.03
+    critic_norm: str = 'clip'
     n_critic: int = 1
     adv_weight: float = 1.0
+    adv_optimizer: str = 'shared'
+    adv_lr: float = 0.0005
+    adv_beta1: float = 0.5
     gan_epochs: int = -1
     init_head_from_teacher: bool = True
     fold_adapters: bool = False

@@ -6,6 +6,48 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 
+class SpectralNormConv2D(nn.HybridBlock):
+    """A convolution whose weight is divided by its largest singular value (spectral
+    normalisation, Miyato et al. 2018): a 1-Lipschitz layer, an alternative to WGAN weight
+    clipping (WGAN-GP's gradient penalty is not available: MXNet 1.9 cannot differentiate a
+    convolution twice).
+
+    The singular value is estimated with one power iteration per forward pass from a
+    persistent vector ``u`` (not trained); :meth:`update_u` advances ``u`` on every device
+    after each critic update. Input/output as ``nn.Conv2D``.
+    """
+
+    def __init__(self, channels, kernel, strides=1, padding=0, in_channels=0, **kwargs):
+        super(SpectralNormConv2D, self).__init__(**kwargs)
+        self._conv = dict(kernel=(kernel, kernel), stride=(strides, strides),
+                          pad=(padding, padding), num_filter=channels)
+        with self.name_scope():
+            self.weight = self.params.get('weight', shape=(channels, in_channels, kernel,
+                                                           kernel), allow_deferred_init=True)
+            self.bias = self.params.get('bias', shape=(channels,), init='zeros')
+            self.u = self.params.get('u', shape=(1, channels), init=mx.init.Normal(1.0),
+                                     grad_req='null', differentiable=False)
+
+    @staticmethod
+    def _power_iteration(F, w, u):
+        v = F.L2Normalization(F.dot(u, w))                          # (1, I*k*k)
+        u_new = F.L2Normalization(F.dot(v, w, transpose_b=True))    # (1, O)
+        return v, u_new
+
+    def hybrid_forward(self, F, x, weight, bias, u):
+        w = F.reshape(weight, (0, -1))
+        v, u_new = self._power_iteration(F, w, F.BlockGrad(u))
+        sigma = F.sum(F.dot(F.BlockGrad(u_new), w) * F.BlockGrad(v))
+        return F.Convolution(x, F.broadcast_div(weight, F.reshape(sigma, (1, 1, 1, 1))), bias,
+                             **self._conv)
+
+    def update_u(self, ctx_list):
+        for ctx in ctx_list:
+            w = self.weight.data(ctx).reshape((0, -1))
+            _, u_new = self._power_iteration(mx.nd, w, self.u.data(ctx))
+            self.u.data(ctx)[:] = u_new
+
+
 class Critic(nn.HybridBlock):
     """Down-sampling convolutions to one scalar per image; no BatchNorm (a WGAN critic must
     not couple the samples of a batch), LeakyReLU(0.2).
@@ -14,21 +56,24 @@ class Critic(nn.HybridBlock):
     stride-2 convolutions take ``size x size`` down to 1 x 1 (16 -> 8 -> 4 -> 2 -> 1 as in the
     paper's drawing), and a 1x1 convolution gives the score.
 
+    ``spectral=True`` uses :class:`SpectralNormConv2D` layers (no clipping needed).
+
     Input ``(B, C, size, size)``; output ``(B,)``. With ``in_channels`` (C) every parameter
     has its shape at ``initialize`` (none deferred to the first forward pass), so a trainer
     can load saved optimizer state (``--resume``) before any forward pass.
     """
 
-    def __init__(self, size, width=512, in_channels=0, **kwargs):
+    def __init__(self, size, width=512, in_channels=0, spectral=False, **kwargs):
         super(Critic, self).__init__(**kwargs)
         self.size = size
+        conv = SpectralNormConv2D if spectral else nn.Conv2D
         with self.name_scope():
             self.body = nn.HybridSequential(prefix='')
-            self.body.add(nn.Conv2D(width, 1, in_channels=in_channels), nn.LeakyReLU(0.2))
+            self.body.add(conv(width, 1, in_channels=in_channels), nn.LeakyReLU(0.2))
             for _ in range(int(math.ceil(math.log2(max(size, 1))))):
-                self.body.add(nn.Conv2D(width, 3, strides=2, padding=1, in_channels=width),
+                self.body.add(conv(width, 3, strides=2, padding=1, in_channels=width),
                               nn.LeakyReLU(0.2))
-            self.body.add(nn.Conv2D(1, 1, in_channels=width))
+            self.body.add(conv(1, 1, in_channels=width))
 
     def hybrid_forward(self, F, x):
         return F.mean(self.body(x), axis=(1, 2, 3))
@@ -37,16 +82,23 @@ class Critic(nn.HybridBlock):
 class CriticSet(nn.HybridBlock):
     """One :class:`Critic` per paired scale. Input: K maps; output: list of K ``(B,)`` scores."""
 
-    def __init__(self, sizes, width=512, channels=None, **kwargs):
+    def __init__(self, sizes, width=512, channels=None, spectral=False, **kwargs):
         super(CriticSet, self).__init__(**kwargs)
         channels = channels or [0] * len(sizes)
         self.critics = nn.HybridSequential(prefix='')
         with self.name_scope():
             for size, c in zip(sizes, channels):
-                self.critics.add(Critic(size, width, c))
+                self.critics.add(Critic(size, width, c, spectral))
 
     def hybrid_forward(self, F, *maps):
         return [critic(x) for critic, x in zip(self.critics, maps)]
+
+    def update_spectral_state(self, ctx_list):
+        """Advance the power iteration of every spectrally normalised layer."""
+        for critic in self.critics:
+            for layer in critic.body:
+                if isinstance(layer, SpectralNormConv2D):
+                    layer.update_u(ctx_list)
 
 
 def clip_weights(params, clip, ctx_list):

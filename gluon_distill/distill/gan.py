@@ -20,9 +20,8 @@ from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
-from gluoncv.loss import SSDMultiBoxLoss
-
 from ..data.loader import DevicePrepare
+from ..engine.loss import MultiBoxLoss
 from ..engine.steps import make_trainer
 from .critics import CriticSet, clip_weights
 
@@ -53,17 +52,25 @@ class GANDistiller:
         Weight of the adversarial term in the student's loss (Eq. 1: 1).
     gan_epochs : int
         After this many epochs the adversarial term and critic updates stop (-1: never).
+    critic_norm : str
+        ``clip`` (WGAN weight clipping, the paper) or ``spectral`` (spectral normalisation of
+        every critic layer; ``clip`` is then ignored).
     """
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
-                 n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None):
+                 n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None,
+                 critic_norm='clip'):
+        if critic_norm not in ('clip', 'spectral'):
+            raise ValueError('distill.critic_norm: expected clip or spectral, got {!r}'.format(
+                critic_norm))
         self.pairs = list(pairs)
         self.ctx_list = list(ctx_list)
-        self.clip = clip
+        self.spectral = critic_norm == 'spectral'
+        self.clip = 0.0 if self.spectral else clip
         self.n_critic = n_critic
         self.adv_weight = adv_weight
         self.gan_epochs = gan_epochs
-        self.critics = CriticSet(sizes, width, channels)
+        self.critics = CriticSet(sizes, width, channels, spectral=self.spectral)
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
         self.base_lr = lr
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
@@ -101,7 +108,9 @@ class GANDistiller:
 
     def critic_step(self):
         self.trainer.step(1)
-        if self.clip > 0:
+        if self.spectral:
+            self.critics.update_spectral_state(self.ctx_list)
+        elif self.clip > 0:
             clip_weights(self.critics.collect_params(), self.clip, self.ctx_list)
 
     def adversarial_loss(self, student_maps, batch_total):
@@ -152,11 +161,14 @@ class DistillStep:
     the student update.
 
     ``distiller=None`` (or after ``gan_epochs``) trains on the SSD loss alone: the head-only
-    ablation.
+    ablation. With ``adv_trainer`` (``distill.adv_optimizer: adam``) the student's trainer
+    applies the SSD-loss gradient and ``adv_trainer`` (Adam, the authors' ``lrG``/``beta1``)
+    the adversarial gradient, both taken at the same weights; by default one trainer applies
+    their sum.
     """
 
     def __init__(self, student, teacher_features, ctx_list, trainer, distiller=None,
-                 critic_adapters=None, loss=None, prepare=None):
+                 critic_adapters=None, loss=None, prepare=None, adv_trainer=None):
         self.student = student
         self.forward = StudentForward(student, critic_adapters)
         self.teacher_features = teacher_features
@@ -164,8 +176,9 @@ class DistillStep:
         self.trainer = trainer
         self.distiller = distiller
         self.critic_adapters = critic_adapters
-        self.loss = loss or SSDMultiBoxLoss()
+        self.loss = loss or MultiBoxLoss()
         self.prepare = prepare or DevicePrepare(ctx_list)
+        self.adv_trainer = adv_trainer
         self.epoch = 0
         self._pending_adv = None
 
@@ -185,6 +198,8 @@ class DistillStep:
         trainers = {'student': self.trainer}
         if self.distiller is not None:
             trainers['critics'] = self.distiller.trainer
+        if self.adv_trainer is not None:
+            trainers['adversarial'] = self.adv_trainer
         return trainers
 
     def hybridize(self, **kwargs):
@@ -192,6 +207,19 @@ class DistillStep:
         self.teacher_features.hybridize(**kwargs)
         if self.distiller is not None:
             self.distiller.critics.hybridize(**kwargs)
+
+    def _student_params(self):
+        return [p for p in self.adv_trainer._params if p.grad_req != 'null']
+
+    def _copy_grads(self):
+        return [[g.copy() for g in p.list_grad()] for p in self._student_params()]
+
+    def _set_grads(self, grads):
+        for p, saved in zip(self._student_params(), grads):
+            for g, value in zip(p.list_grad(), saved):
+                value.copyto(g)
+            for data in p.list_data():
+                data._fresh_grad = True  # written by us, not by backward: tell the Trainer
 
     def teacher_maps(self, images):
         """Per device, the teacher's maps (no autograd, inference-mode BatchNorm)."""
@@ -260,8 +288,17 @@ class DistillStep:
                     s_paired, _ = pairs[i]
                     adv = self.distiller.adversarial_loss(s_paired, batch_total)
                     adv_parts.append(adv)
-                    total = total + adv
+                    if self.adv_trainer is None:
+                        total = total + adv
                 totals.append(total)
+        adv_grads = None
+        if gan and self.adv_trainer is not None:
+            # separate optimizer for the adversarial term: its gradient is taken first and set
+            # aside, so both gradients are evaluated at the same weights
+            for p in self._student_params():
+                p.zero_grad()  # the head gets no adversarial gradient: keep it zero
+            autograd.backward(adv_parts, retain_graph=True)
+            adv_grads = self._copy_grads()
         autograd.backward(totals)
         if gan:
             # logged with the next iteration's synchronisation (no extra host round trip)
@@ -273,6 +310,9 @@ class DistillStep:
             # own-head students: the critic-only adapters get no gradient once the
             # adversarial term is off (after gan_epochs)
             self.trainer.step(1, ignore_stale_grad=not gan and self.critic_adapters is not None)
+            if adv_grads is not None:
+                self._set_grads(adv_grads)
+                self.adv_trainer.step(1)
         values.update({'CrossEntropy': float(ce), 'SmoothL1': float(l1), 'finite': finite,
                        'batch_size': batch_total})
         return values

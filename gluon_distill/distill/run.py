@@ -66,7 +66,13 @@ def train_distilled(cfg, argv=None):
     if plan.critic_adapters is not None and d.method == 'gan':
         # the critic-only adapters: nothing else gives them a gradient
         params.update(plan.critic_adapters.collect_params())
-    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv)
+    separate_adv = d.method == 'gan' and d.adv_optimizer == 'adam'
+    if d.adv_optimizer not in ('shared', 'adam'):
+        raise ModelError('distill.adv_optimizer: expected shared or adam, got {!r}'.format(
+            d.adv_optimizer))
+    # two trainers share the student's weights only if neither keeps them on the KVStore
+    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv,
+                           update_on_kvstore=False if separate_adv else None)
     lr_trainers = {'net': (trainer, t.lr)}
     anchors = anchors_of(student, m.data_shape, run.ctx[0])
     loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
@@ -80,10 +86,17 @@ def train_distilled(cfg, argv=None):
         distiller = GANDistiller(plan.pairs, plan.sizes, run.ctx, d.critic_width, d.clip,
                                  d.critic_lr, d.critic_beta1, d.n_critic, d.adv_weight,
                                  d.gan_epochs, kv or 'device',
-                                 channels=[plan.teacher_channels[t] for _, t in plan.pairs])
+                                 channels=[plan.teacher_channels[t] for _, t in plan.pairs],
+                                 critic_norm=d.critic_norm)
         lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
+        adv_trainer = None
+        if separate_adv:
+            adv_trainer = make_trainer(params, 'adam', d.adv_lr, wd=0.0, beta1=d.adv_beta1,
+                                       kvstore=kv, update_on_kvstore=False)
+            lr_trainers['adversarial'] = (adv_trainer, d.adv_lr)
         step = DistillStep(student, teacher.net.features, run.ctx, trainer, distiller,
-                           plan.critic_adapters, prepare=loader.prepare)
+                           plan.critic_adapters, prepare=loader.prepare,
+                           adv_trainer=adv_trainer)
         if t.hybridize:
             step.hybridize(static_alloc=True, static_shape=True)
             student.hybridize(static_alloc=True, static_shape=True)

@@ -4,9 +4,8 @@ import numpy as np
 from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd, gluon
-from gluoncv.loss import SSDMultiBoxLoss
-
 from ..data.loader import DevicePrepare
+from .loss import MultiBoxLoss
 
 
 def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstore='device',
@@ -37,9 +36,11 @@ class DetectionStep:
 
     ``run_step(batch)`` puts the batch on the devices with ``prepare`` (default: a batch of
     ``(images, cls_targets, box_targets)`` split over ``ctx_list``),
-    computes GluonCV's SSDMultiBoxLoss (softmax cross-entropy with 3:1 hard negative mining,
-    smooth L1; normalised by the positives of the whole batch), back-propagates, and applies
-    the update unless a loss is not finite. Returns host floats ``CrossEntropy``, ``SmoothL1``,
+    computes the SSD multibox loss (:class:`~gluon_distill.engine.loss.MultiBoxLoss`, GluonCV's
+    SSDMultiBoxLoss math: softmax cross-entropy with 3:1 hard negative mining, smooth L1;
+    normalised by the positives of the whole batch, counted on the devices), back-propagates,
+    and applies the update unless a loss is not finite. One host synchronisation per step
+    (the logged losses, which also decide the non-finite guard). Returns host floats ``CrossEntropy``, ``SmoothL1``,
     ``loss`` and ``finite``, ``batch_size``.
     """
 
@@ -47,7 +48,7 @@ class DetectionStep:
         self.net = net
         self.ctx_list = list(ctx_list)
         self.trainer = trainer
-        self.loss = loss or SSDMultiBoxLoss()
+        self.loss = loss or MultiBoxLoss()
         self.prepare = prepare or DevicePrepare(ctx_list)
 
     @property

@@ -1,0 +1,94 @@
+"""Critic and student optimiser options: spectral normalisation, a separate adversarial Adam."""
+import numpy as np
+import pytest
+
+import gluon_distill  # noqa: F401
+import mxnet as mx
+from mxnet import autograd
+
+from conftest import tiny_config
+from gluon_distill.distill.critics import SpectralNormConv2D, CriticSet
+from gluon_distill.distill.run import train_distilled
+from gluon_distill.engine.checkpoint import read_checkpoint
+from gluon_distill.training import train_detector
+
+
+def test_spectral_conv_divides_by_the_largest_singular_value():
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    mx.random.seed(0)
+    conv = SpectralNormConv2D(8, 3, strides=2, padding=1, in_channels=4)
+    conv.initialize(mx.init.Normal(0.5), ctx=ctx)
+    conv.hybridize()
+    for _ in range(50):
+        conv.update_u(ctx)
+    w = conv.weight.data(ctx[0]).asnumpy()
+    sigma = np.linalg.svd(w.reshape(8, -1), compute_uv=False)[0]
+    assert sigma > 1.5  # the raw weight is far from 1-Lipschitz: normalisation must act
+    x = mx.nd.random.uniform(shape=(2, 4, 8, 8), ctx=ctx[0])
+    exact = mx.nd.Convolution(x, mx.nd.array(w / sigma, ctx=ctx[0]), conv.bias.data(ctx[0]),
+                              kernel=(3, 3), stride=(2, 2), pad=(1, 1), num_filter=8)
+    np.testing.assert_allclose(conv(x).asnumpy(), exact.asnumpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(conv.u.data(ctx[0]).asnumpy(), conv.u.data(ctx[1]).asnumpy())
+    with autograd.record():
+        loss = conv(x).sum()
+    loss.backward()
+    assert np.isfinite(conv.weight.grad(ctx[0]).asnumpy()).all()
+    assert conv.u.grad_req == 'null'
+
+
+def test_spectral_critics_have_no_clipping_and_bounded_scores():
+    critics = CriticSet([4, 2], width=8, channels=[3, 3], spectral=True)
+    critics.initialize(mx.init.Normal(1.0))
+    for _ in range(30):
+        critics.update_spectral_state([mx.cpu()])
+    x = [mx.nd.random.normal(shape=(4, 3, 4, 4)), mx.nd.random.normal(shape=(4, 3, 2, 2))]
+    scores = critics(*x)
+    # a 1-Lipschitz critic moves by at most |dx| (times the spatial averaging, <= 1)
+    dx = [xi * 0 + 0.1 for xi in x]
+    moved = critics(*[a + b for a, b in zip(x, dx)])
+    for s, m, d in zip(scores, moved, dx):
+        per_image = np.sqrt((d.asnumpy() ** 2).reshape(4, -1).sum(axis=1))
+        assert (np.abs((m - s).asnumpy()) <= per_image * 1.05 + 1e-5).all()
+
+
+@pytest.fixture(scope='module')
+def teacher_params(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp('options') / 'teacher'
+    train_detector(tiny_config(synthetic_root, out))
+    return str(out / 'best.params')
+
+
+def test_separate_adversarial_adam_trains_checkpoints_and_resumes(synthetic_root, tmp_path,
+                                                                  teacher_params):
+    sets = {'teacher.params': teacher_params, 'distill.critic_width': 16,
+            'distill.adv_optimizer': 'adam', 'train.epochs': 1}
+    summary = train_distilled(tiny_config(synthetic_root, tmp_path / 'adam', **sets))
+    params, optim, meta = read_checkpoint(str(tmp_path / 'adam' / 'last.ckpt'))
+    assert set(optim) == {'student', 'critics', 'adversarial'}
+    assert meta['epoch'] == 0 and summary['iterations'] > 0
+    sets.update({'train.epochs': 2, 'train.resume': True})
+    train_distilled(tiny_config(synthetic_root, tmp_path / 'adam', **sets))
+    assert read_checkpoint(str(tmp_path / 'adam' / 'last.ckpt'))[2]['epoch'] == 1
+
+
+def test_spectral_run_writes_critics_with_power_iteration_state(synthetic_root, tmp_path,
+                                                                teacher_params):
+    sets = {'teacher.params': teacher_params, 'distill.critic_width': 16,
+            'distill.critic_norm': 'spectral', 'train.epochs': 1}
+    train_distilled(tiny_config(synthetic_root, tmp_path / 'sn', **sets))
+    params, _, _ = read_checkpoint(str(tmp_path / 'sn' / 'last.ckpt'))
+    u = [k for k in params['critics'] if k.endswith('u')]
+    weights = [v for k, v in params['critics'].items() if k.endswith('weight')]
+    assert u, 'no power-iteration vectors saved'
+    # not clipped: spectral normalisation replaces clipping
+    assert max(float(np.abs(w.asnumpy()).max()) for w in weights) > 0.03
+
+
+def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
+    from gluon_distill.models.ssd import ModelError
+    with pytest.raises(ModelError, match='adv_optimizer'):
+        train_distilled(tiny_config(synthetic_root, tmp_path / 'x', **{
+            'teacher.params': teacher_params, 'distill.adv_optimizer': 'rmsprop'}))
+    with pytest.raises(ValueError, match='critic_norm'):
+        train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
+            'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))
