@@ -90,7 +90,9 @@ def run_demo(out_root='runs/demo', quick=False, ctx='cpu', fresh=False, workers=
         logger.info('%s trained in %.0f s', role, time.time() - stage_start)
 
     rows = []
-    files = {'teacher': 'best.params', 'student': 'best.params', 'distilled': 'student.params'}
+    # the teacher row is the checkpoint the students learn from; students are compared at
+    # their last epoch (no selection on the validation set)
+    files = {'teacher': 'best.params', 'student': 'last.params', 'distilled': 'student.params'}
     labels = {'teacher': 'teacher (wide, deep)', 'student': 'student, no teacher',
               'distilled': 'student, GAN-distilled'}
     for role, name in files.items():

@@ -23,6 +23,7 @@ from mxnet.gluon import nn
 from ..data.loader import DevicePrepare
 from ..engine.loss import MultiBoxLoss
 from ..engine.steps import make_trainer
+from ..models.ssd import ssd_head
 from .critics import CriticSet, clip_weights
 
 
@@ -122,9 +123,9 @@ class GANDistiller:
 class StudentForward(nn.HybridBlock):
     """The student SSD's maps and raw predictions from one backbone pass.
 
-    GluonCV's ``SSD.__call__`` never returns features, so this composes the SSD's own parts:
-    ``features`` -> (critic adapters) -> maps for the critics, and the SSD's predictors over
-    the head's input maps. Output: ``K`` maps, then ``cls_preds (B, N, C+1)``,
+    GluonCV's ``SSD.__call__`` never returns features, so this composes the SSD's own parts
+    (:func:`~gluon_distill.models.ssd.ssd_head`): ``features`` -> (critic adapters) -> maps
+    for the critics, and the SSD's predictors over the head's input maps. Output: ``K`` maps, then ``cls_preds (B, N, C+1)``,
     ``box_preds (B, N, 4)``.
     """
 
@@ -137,14 +138,8 @@ class StudentForward(nn.HybridBlock):
             self.register_child(critic_adapters, 'critic_adapters')
 
     def hybrid_forward(self, F, x):
-        ssd = self.ssd
-        maps = ssd.features(x)
-        cls_preds = [F.flatten(F.transpose(cp(m), (0, 2, 3, 1)))
-                     for m, cp in zip(maps, ssd.class_predictors)]
-        box_preds = [F.flatten(F.transpose(bp(m), (0, 2, 3, 1)))
-                     for m, bp in zip(maps, ssd.box_predictors)]
-        cls_preds = F.concat(*cls_preds, dim=1).reshape((0, -1, ssd.num_classes + 1))
-        box_preds = F.concat(*box_preds, dim=1).reshape((0, -1, 4))
+        maps = self.ssd.features(x)
+        cls_preds, box_preds = ssd_head(F, self.ssd, maps)
         critic_maps = maps if self.critic_adapters is None else self.critic_adapters(*maps)
         return list(critic_maps) + [cls_preds, box_preds]
 

@@ -239,3 +239,20 @@ def anchors_of(net, data_shape, ctx=None):
     with mx.autograd.train_mode():
         _, _, anchors = net(mx.nd.zeros((1, 3, data_shape, data_shape), ctx=ctx))
     return anchors.as_in_context(mx.cpu())
+
+
+def ssd_head(F, ssd, maps, with_anchors=False):
+    """The raw outputs of GluonCV SSD ``ssd``'s head over feature ``maps`` (what its training
+    branch computes): ``cls_preds (B, N, C+1)``, ``box_preds (B, N, 4)`` and, with
+    ``with_anchors``, ``anchors (1, N, 4)``. ``SSD.__call__`` never returns its features; blocks
+    that need features and predictions from one backbone pass compose them with this."""
+    cls_preds = [F.flatten(F.transpose(cp(m), (0, 2, 3, 1)))
+                 for m, cp in zip(maps, ssd.class_predictors)]
+    box_preds = [F.flatten(F.transpose(bp(m), (0, 2, 3, 1)))
+                 for m, bp in zip(maps, ssd.box_predictors)]
+    cls_preds = F.concat(*cls_preds, dim=1).reshape((0, -1, ssd.num_classes + 1))
+    box_preds = F.concat(*box_preds, dim=1).reshape((0, -1, 4))
+    if not with_anchors:
+        return cls_preds, box_preds
+    anchors = [F.reshape(ag(m), shape=(1, -1)) for m, ag in zip(maps, ssd.anchor_generators)]
+    return cls_preds, box_preds, F.concat(*anchors, dim=1).reshape((1, -1, 4))
