@@ -14,7 +14,7 @@ $(PY):
 
 $(STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e ".[cpu,test]"
+	$(PY) -m pip install --quiet -e ".[cpu,test,deploy]"
 	$(PY) -c "import gluon_distill, mxnet, gluoncv; print('installed: mxnet', mxnet.__version__)"
 	touch $(STAMP)
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Export a trained detector (teacher, baseline or distilled student) for deployment.
+
+    python tools/export.py --params runs/demo/distilled/student.params --out deploy/student
+    python tools/export.py --params best.params --format onnx --out deploy/onnx
+
+``--format mxnet``: model-symbol.json + model-0000.params (load with
+``gluon.SymbolBlock.imports('model-symbol.json', ['data'], 'model-0000.params')``, no
+gluon_distill needed) and model-raw-symbol.json (raw outputs, same params). ``--format onnx``:
+model.onnx (opset 13, dynamic batch, per-class NMS in the graph; needs ``.[deploy]``).
+Default: both. A distilled student is exported with its adapters folded into the head.
+After export the files are run against the original network on the same input: the largest
+differences of raw class scores and box offsets are printed, with whether the detections
+agree; a disagreement is an error (exit 2).
+"""
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+from gluon_distill.cli import run_tool
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--params', required=True, help='.params file with model.json beside it')
+    parser.add_argument('--format', action='append', choices=['mxnet', 'onnx'],
+                        help='mxnet or onnx (repeat for both; default both)')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument('--nms-thresh', type=float, default=0.45)
+    parser.add_argument('--nms-topk', type=int, default=400)
+    parser.add_argument('--post-nms', type=int, default=100)
+    parser.add_argument('--no-verify', action='store_true', help='skip the verification run')
+    args = parser.parse_args(argv)
+
+    def run():
+        from gluon_distill.export import export_detector, format_report
+        info = export_detector(args.params, args.out, args.format or ['mxnet', 'onnx'],
+                               verify=not args.no_verify, nms_thresh=args.nms_thresh,
+                               nms_topk=args.nms_topk, post_nms=args.post_nms)
+        print('exported {} ({}{}) to {}: {}'.format(
+            args.params, info['kind'], ', adapters folded into the head'
+            if info['adapters_folded'] else '', args.out, ', '.join(sorted(
+                info['files'].values()))))
+        if 'onnx' in info:
+            print('onnx opset {opset} (onnx {onnx}, onnxruntime {onnxruntime})'.format(
+                **info['onnx']))
+        if 'verification' in info:
+            print(format_report(info['verification']))
+            print('verified: exported outputs match the original')
+    return run_tool(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
