@@ -56,7 +56,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from .models.ssd import ModelError
+from .models.ssd import ModelError, ssd_head
 
 ONNX_OPSET = 13
 VALID_THRESH = 0.01          # GluonCV SSD's box_nms valid_thresh and class-decoder threshold
@@ -89,16 +89,7 @@ class RawSSD(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         ssd = self.ssd
-        features = ssd.features(x)
-        cls_preds = [F.flatten(F.transpose(cp(feat), (0, 2, 3, 1)))
-                     for feat, cp in zip(features, ssd.class_predictors)]
-        box_preds = [F.flatten(F.transpose(bp(feat), (0, 2, 3, 1)))
-                     for feat, bp in zip(features, ssd.box_predictors)]
-        anchors = [F.reshape(ag(feat), shape=(1, -1))
-                   for feat, ag in zip(features, ssd.anchor_generators)]
-        cls_preds = F.concat(*cls_preds, dim=1).reshape((0, -1, ssd.num_classes + 1))
-        box_preds = F.concat(*box_preds, dim=1).reshape((0, -1, 4))
-        anchors = F.concat(*anchors, dim=1).reshape((1, -1, 4))
+        cls_preds, box_preds, anchors = ssd_head(F, ssd, ssd.features(x), with_anchors=True)
         if not self.candidates:
             return cls_preds, box_preds, anchors
         bboxes = ssd.bbox_decoder(box_preds, anchors)

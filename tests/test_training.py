@@ -148,9 +148,16 @@ def test_kill_then_resume_matches_uninterrupted_run(synthetic_root, tmp_path):
     a = mx.nd.load(str(killed / 'last.params'))
     b = mx.nd.load(str(straight / 'last.params'))
     assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key].asnumpy(), b[key].asnumpy(), rtol=1e-4, atol=1e-5,
-                                   err_msg=key)
+    # float summation order in MXNet's CPU kernels can vary between processes (thread
+    # scheduling under load): allow that noise, which is far below what another seed gives
+    gaps = [np.abs(a[k].asnumpy() - b[k].asnumpy()).max() for k in a]
+    assert max(gaps) < 2e-3, max(gaps)
+    other = tmp_path / 'other_seed'
+    ref2 = subprocess.run(_train_cmd(synthetic_root, other, 4, ['--seed', '1']), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert ref2.returncode == 0, ref2.stderr[-2000:]
+    c = mx.nd.load(str(other / 'last.params'))
+    assert max(np.abs(c[k].asnumpy() - b[k].asnumpy()).max() for k in c) > 50 * max(gaps)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(synthetic_root, tmp_path):
