@@ -89,6 +89,6 @@ def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
     with pytest.raises(ModelError, match='adv_optimizer'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'x', **{
             'teacher.params': teacher_params, 'distill.adv_optimizer': 'rmsprop'}))
-    with pytest.raises(ValueError, match='critic_norm'):
+    with pytest.raises(ModelError, match='critic_norm'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
             'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))

@@ -38,12 +38,38 @@ def student_spec(plan, classes, model_cfg, prov, data, folded=False):
                       'distilled_ssd', extra)
 
 
+def check_distill_options(d):
+    """Fail on a bad ``distill`` section before any data or network is loaded."""
+    choices = {'method': METHODS, 'adv_optimizer': ('shared', 'adam'),
+               'critic_norm': ('clip', 'spectral')}
+    for key, allowed in choices.items():
+        if getattr(d, key) not in allowed:
+            raise ModelError('distill.{}: expected one of {}, got {!r}'.format(
+                key, ', '.join(allowed), getattr(d, key)))
+
+
+def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_trainers):
+    """The GAN distillation step: critics and their trainer, optionally a separate Adam for
+    the adversarial term (its trainer is added to ``lr_trainers`` for the LR schedule)."""
+    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, d.critic_width, d.clip, d.critic_lr,
+                             d.critic_beta1, d.n_critic, d.adv_weight, d.gan_epochs,
+                             kv or 'device',
+                             channels=[plan.teacher_channels[j] for _, j in plan.pairs],
+                             critic_norm=d.critic_norm)
+    lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
+    adv_trainer = None
+    if d.adv_optimizer == 'adam':
+        adv_trainer = make_trainer(params, 'adam', d.adv_lr, wd=0.0, beta1=d.adv_beta1,
+                                   kvstore=kv, update_on_kvstore=False)
+        lr_trainers['adversarial'] = (adv_trainer, d.adv_lr)
+    return DistillStep(plan.net, teacher.net.features, ctx, trainer, distiller,
+                       plan.critic_adapters, prepare=prepare, adv_trainer=adv_trainer)
+
+
 def train_distilled(cfg, argv=None):
     """Distil ``cfg.teacher`` into the student ``cfg.model`` as ``cfg.distill`` says."""
     d, t, m = cfg.distill, cfg.train, cfg.model
-    if d.method not in METHODS:
-        raise ModelError('distill.method: expected one of {}, got {!r}'.format(METHODS,
-                                                                               d.method))
+    check_distill_options(d)
     run = prepare_run(cfg, argv)
     seed_everything(t.seed)
     classes = run.data.classes
@@ -67,9 +93,6 @@ def train_distilled(cfg, argv=None):
         # the critic-only adapters: nothing else gives them a gradient
         params.update(plan.critic_adapters.collect_params())
     separate_adv = d.method == 'gan' and d.adv_optimizer == 'adam'
-    if d.adv_optimizer not in ('shared', 'adam'):
-        raise ModelError('distill.adv_optimizer: expected shared or adam, got {!r}'.format(
-            d.adv_optimizer))
     # two trainers share the student's weights only if neither keeps them on the KVStore
     trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv,
                            update_on_kvstore=False if separate_adv else None)
@@ -80,26 +103,13 @@ def train_distilled(cfg, argv=None):
                          pipeline=cfg.data.pipeline)
     if d.method == 'head_only':
         step = DetectionStep(student, run.ctx, trainer, prepare=loader.prepare)
-        if t.hybridize:
-            student.hybridize(static_alloc=True, static_shape=True)
     else:
-        distiller = GANDistiller(plan.pairs, plan.sizes, run.ctx, d.critic_width, d.clip,
-                                 d.critic_lr, d.critic_beta1, d.n_critic, d.adv_weight,
-                                 d.gan_epochs, kv or 'device',
-                                 channels=[plan.teacher_channels[t] for _, t in plan.pairs],
-                                 critic_norm=d.critic_norm)
-        lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
-        adv_trainer = None
-        if separate_adv:
-            adv_trainer = make_trainer(params, 'adam', d.adv_lr, wd=0.0, beta1=d.adv_beta1,
-                                       kvstore=kv, update_on_kvstore=False)
-            lr_trainers['adversarial'] = (adv_trainer, d.adv_lr)
-        step = DistillStep(student, teacher.net.features, run.ctx, trainer, distiller,
-                           plan.critic_adapters, prepare=loader.prepare,
-                           adv_trainer=adv_trainer)
+        step = make_gan_step(d, plan, teacher, run.ctx, trainer, params, kv, loader.prepare,
+                             lr_trainers)
         if t.hybridize:
             step.hybridize(static_alloc=True, static_shape=True)
-            student.hybridize(static_alloc=True, static_shape=True)
+    if t.hybridize:
+        student.hybridize(static_alloc=True, static_shape=True)
     evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
     hooks = [EpochToStep()] + standard_hooks(run, step, evaluate, lr_trainers)
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
