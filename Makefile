@@ -27,4 +27,4 @@ test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf runs/demo runs/demo_quick .pytest_cache
