@@ -92,3 +92,31 @@ def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
     with pytest.raises(ModelError, match='critic_norm'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
             'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))
+
+
+def test_critic_watch_warns_once_when_scores_run_away():
+    import logging
+    from gluon_distill.distill.run import CriticWatch
+
+    class Loop:
+        iteration = 7
+        outputs = {}
+
+    records = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger('test_critic_watch')
+    logger.addHandler(Handler())
+    watch = CriticWatch(logger, threshold=50.0)
+    watch.loop = Loop()
+    for value in (-3.0, 20.0, -49.0):
+        Loop.outputs = {'Loss_D': value}
+        watch.after_step()
+    assert records == []
+    for value in (-80.0, -500.0):
+        Loop.outputs = {'Loss_D': value}
+        watch.after_step()
+    assert len(records) == 1 and '80.0' in records[0] and 'critic_norm=spectral' in records[0]

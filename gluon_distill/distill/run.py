@@ -25,6 +25,28 @@ class EpochToStep(HookBase):
         self.loop.step.epoch = self.loop.epoch
 
 
+class CriticWatch(HookBase):
+    """Warns once when the critics' scores run away (``|Loss_D| > threshold``): the
+    adversarial term then outweighs the SSD loss. With the paper's clipped critics this is
+    what happened in our mini-reproduction, and the students collapsed."""
+
+    def __init__(self, logger, threshold=50.0):
+        self.logger = logger
+        self.threshold = threshold
+        self.warned = False
+
+    def after_step(self):
+        loss_d = self.loop.outputs.get('Loss_D')
+        if self.warned or loss_d is None or abs(loss_d) <= self.threshold:
+            return
+        self.warned = True
+        self.logger.warning(
+            'critic scores are running away (|Loss_D| = %.1f at iteration %d): the adversarial '
+            'term may drown the SSD loss. If the validation mAP falls, try '
+            '--set distill.critic_norm=spectral --set distill.adv_weight=0.01 (see README, '
+            'Mini-reproduction).', abs(loss_d), self.loop.iteration)
+
+
 def student_spec(plan, classes, model_cfg, prov, data, folded=False):
     """``model.json`` of the deployable student (no teacher needed to load it)."""
     extra = {'data': data}
@@ -111,7 +133,8 @@ def train_distilled(cfg, argv=None):
     if t.hybridize:
         student.hybridize(static_alloc=True, static_shape=True)
     evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
-    hooks = [EpochToStep()] + standard_hooks(run, step, evaluate, lr_trainers)
+    hooks = [EpochToStep(), CriticWatch(run.logger)] + standard_hooks(run, step, evaluate,
+                                                                       lr_trainers)
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
                     t.batch_size, len(run.ctx))
