@@ -45,9 +45,7 @@ ONNX findings (mxnet 1.9.1 ``mx.onnx`` with onnx 1.16.2 / onnxruntime 1.19.2):
 """
 import json
 import os
-import shutil
 import tempfile
-import time
 
 import numpy as np
 

@@ -1,5 +1,4 @@
 """Shared fixtures: the generated dataset, built once per session, and small configs."""
-import os
 import sys
 from pathlib import Path
 

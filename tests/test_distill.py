@@ -5,7 +5,6 @@ gradients where they belong, multi-device equivalence, save/reload/fold of the d
 student, the teacher/student compatibility checks and the distillation run's checkpoints.
 """
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from conftest import REPO, tiny_config
 from gluon_distill.data.datasets import build_datasets
 from gluon_distill.data.loader import TrainLoader, split_batch
 from gluon_distill.distill.build import Teacher, check_teacher, plan_student
-from gluon_distill.distill.gan import DistillStep, GANDistiller, StudentForward
+from gluon_distill.distill.gan import DistillStep, GANDistiller
 from gluon_distill.distill.run import EpochToStep, train_distilled
 from gluon_distill.distill.student import fold
 from gluon_distill.engine.checkpoint import read_checkpoint

@@ -5,7 +5,6 @@ Demo-sized networks (tiny, 64 px). Tolerances: raw outputs (class logits, box of
 boxes within 1e-2 px; the folded export within 1e-4 of the unfolded network's raw outputs.
 """
 import json
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,6 @@ import pytest
 
 import gluon_distill  # noqa: F401
 import mxnet as mx
-from mxnet import gluon
 
 from conftest import REPO, tiny_config
 from gluon_distill.data.datasets import build_datasets

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import gluon_distill  # noqa: F401
 import mxnet as mx

@@ -45,11 +45,10 @@ def resolve_root(data_cfg):
     return root
 
 
-def load_split(root, split, classes, data_cfg, logger, progress=True):
-    records, classes, report = load_voc_records(
-        root, split, classes, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed,
-        check_images=data_cfg.check_images, progress=progress)
-    return records, classes, report
+def _load(root, split, classes, data_cfg, progress):
+    return load_voc_records(root, split, classes, val_fraction=data_cfg.val_fraction,
+                            seed=data_cfg.split_seed, check_images=data_cfg.check_images,
+                            progress=progress)
 
 
 def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
@@ -65,16 +64,14 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     reports = {}
     train = None
     if need_train:
-        records, classes, report = load_split(root, data_cfg.train_split, classes, data_cfg,
-                                              logger, progress)
+        records, classes, report = _load(root, data_cfg.train_split, classes, data_cfg, progress)
         reports['train'] = report
         kept = [r for r in records if len(r.labels)]
         if len(kept) < len(records):
             logger.info('train: %d images without objects left out of training',
                         len(records) - len(kept))
         train = DetectionDataset(kept, classes)
-    records, classes, report = load_split(root, data_cfg.val_split, classes, data_cfg, logger,
-                                          progress)
+    records, classes, report = _load(root, data_cfg.val_split, classes, data_cfg, progress)
     reports['val'] = report
     val = DetectionDataset(records, classes)
     fatal = [(split, r) for split, r in reports.items() if r.fatal()]

@@ -2,7 +2,6 @@
 import numpy as np
 
 from .. import _compat  # noqa: F401
-import mxnet as mx
 from mxnet import gluon
 
 from ..data.loader import val_loader

@@ -6,7 +6,7 @@ import os
 from .. import _compat  # noqa: F401
 from tqdm import tqdm
 
-from ..config import DataConfig, SyntheticConfig, merge_dict
+from ..config import DataConfig, merge_dict
 from ..data.datasets import resolve_root
 from ..data.voc import DetectionDataset, load_voc_records
 from ..engine.devices import parse_ctx
