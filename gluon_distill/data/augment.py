@@ -69,25 +69,6 @@ def _color_plan():
     return plan
 
 
-def apply_color(img, plan):
-    """Apply a colour plan to a float32 HWC image (values in [0, 255], not clipped)."""
-    for op, value in plan:
-        if op == 'brightness':
-            img += value
-        elif op == 'contrast':
-            img *= value
-        elif op == 'saturation':
-            gray = img @ _GRAY
-            img *= value
-            img += (1.0 - value) * gray[..., None]
-        else:
-            u, w = np.cos(value * np.pi), np.sin(value * np.pi)
-            bt = np.array([[1.0, 0.0, 0.0], [0.0, u, -w], [0.0, w, u]])
-            t = np.dot(np.dot(_ITYIQ, bt), _TYIQ).T.astype(np.float32)
-            img = img @ t
-    return img
-
-
 # SSD's crop constraints: (min IoU, max IoU) of every box with the crop; None = unbounded.
 SSD_CROP_CONSTRAINTS = ((0.1, None), (0.3, None), (0.5, None), (0.7, None), (0.9, None),
                         (None, 1))

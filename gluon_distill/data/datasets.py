@@ -45,7 +45,8 @@ def resolve_root(data_cfg):
     return root
 
 
-def _load(root, split, classes, data_cfg, progress):
+def load_split(root, split, classes, data_cfg, progress=True):
+    """``(records, classes, report)`` of one split, with the ``data`` section's split settings."""
     return load_voc_records(root, split, classes, val_fraction=data_cfg.val_fraction,
                             seed=data_cfg.split_seed, check_images=data_cfg.check_images,
                             progress=progress)
@@ -64,14 +65,15 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     reports = {}
     train = None
     if need_train:
-        records, classes, report = _load(root, data_cfg.train_split, classes, data_cfg, progress)
+        records, classes, report = load_split(root, data_cfg.train_split, classes, data_cfg,
+                                              progress)
         reports['train'] = report
         kept = [r for r in records if len(r.labels)]
         if len(kept) < len(records):
             logger.info('train: %d images without objects left out of training',
                         len(records) - len(kept))
         train = DetectionDataset(kept, classes)
-    records, classes, report = _load(root, data_cfg.val_split, classes, data_cfg, progress)
+    records, classes, report = load_split(root, data_cfg.val_split, classes, data_cfg, progress)
     reports['val'] = report
     val = DetectionDataset(records, classes)
     fatal = [(split, r) for split, r in reports.items() if r.fatal()]

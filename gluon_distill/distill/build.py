@@ -149,7 +149,7 @@ def plan_student(teacher, model_cfg, classes, ctx, init_head_from_teacher=True):
                        critic_adapters, s_ch, t_ch)
 
 
-def describe_layout(plan, teacher_shapes=None):
+def describe_layout(plan):
     head = ('the teacher\'s head through 1x1 adapters' if plan.head == 'teacher' else
             'its own head (teacher head incompatible); adapters feed the critics only')
     return 'student feeds {}; critics on (student, teacher) maps {} of sizes {}'.format(

@@ -73,7 +73,6 @@ class GANDistiller:
         self.gan_epochs = gan_epochs
         self.critics = CriticSet(sizes, width, channels, spectral=self.spectral)
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
-        self.base_lr = lr
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
         # then clip in place (a kvstore-held weight would be re-broadcast over the clipped one)
         self.trainer = make_trainer(self.critics.collect_params(), 'adam', lr=lr, wd=0.0,

@@ -7,8 +7,8 @@ from .. import _compat  # noqa: F401
 from tqdm import tqdm
 
 from ..config import DataConfig, merge_dict
-from ..data.datasets import resolve_root
-from ..data.voc import DetectionDataset, load_voc_records
+from ..data.datasets import load_split, resolve_root
+from ..data.voc import DetectionDataset
 from ..engine.devices import parse_ctx
 from ..models.io import load_detector
 from .inference import evaluate_detector, prepare_for_inference
@@ -44,9 +44,7 @@ def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_si
     classes = spec['classes']
     data = data_config_for(spec, data_root, split)
     root = resolve_root(data)
-    records, _, report = load_voc_records(root, data.val_split, classes,
-                                          val_fraction=data.val_fraction, seed=data.split_seed,
-                                          check_images=data.check_images, progress=progress)
+    records, _, report = load_split(root, data.val_split, classes, data, progress)
     report.raise_if_fatal()
     dataset = DetectionDataset(records, classes)
     logger.info('evaluating %s on %d images of %s split %r', params_path, len(dataset), root,
