@@ -1,22 +1,30 @@
 """gluon-distill: adversarial knowledge distillation for one-stage detectors (MXNet Gluon)."""
-import sys
+import os
 
 from setuptools import find_packages, setup
 
-# MXNet 1.9.1 needs the NumPy aliases removed in 1.24; pin below 1.24 wherever a wheel exists
-# (CPython <= 3.11). Newer Pythons get a newer NumPy and gluon_distill._compat restores them.
-NUMPY = 'numpy<1.24' if sys.version_info < (3, 12) else 'numpy<2'
+# Environment markers, not ``sys.version_info``: the requirements must be right for the Python
+# that installs the package, whichever Python built its metadata.
+PYTHON_SPECIFIC = [
+    # MXNet 1.9.1 uses NumPy aliases removed in 1.24: below 1.24 wherever a wheel exists
+    # (CPython <= 3.11); 3.12 needs 1.26 (its first release with 3.12 wheels), whose removed
+    # aliases gluon_distill._compat restores before MXNet is imported.
+    'numpy<1.24; python_version < "3.12"',
+    'numpy>=1.26,<2; python_version >= "3.12"',
+    # MXNet 1.9.1 imports distutils.version, gone from the standard library in 3.12;
+    # setuptools provides it again.
+    'setuptools; python_version >= "3.12"',
+]
 
 setup(
     name='gluon-distill',
     version='0.1.0',
     description='GAN knowledge distillation for SSD object detectors on MXNet Gluon / GluonCV',
-    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
+    long_description=open('README.md').read() if os.path.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['gluon_distill', 'gluon_distill.*']),
     python_requires='>=3.8',
-    install_requires=[
-        NUMPY,
+    install_requires=PYTHON_SPECIFIC + [
         'gluoncv>=0.10,<0.11',
         'matplotlib',
         'pycocotools',

@@ -2,8 +2,14 @@
 """Mini-reproduction of Table 1 on this CPU (see gluon_distill/mini.py). Resumable: run it
 again after an interruption and it continues where it stopped.
 
-    python bench/mini_repro.py --out runs/mini --seeds 0 1 2 --epochs 60
+    python bench/mini_repro.py --out runs/mini --seeds 0 1 2 --epochs 60 --teacher-epochs 50
+    python bench/mini_repro.py --out runs/mini --arms gan_w512 --seeds 0 --epochs 60
+    python bench/mini_repro.py --data-root ../shared/data/raccoon --out runs/mini_raccoon
     python bench/mini_repro.py --set distill.n_critic=5 --out runs/mini_ncritic5
+
+Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only, gan (bn
+critic, width 64), gan_w512 (bn, width 512), gan_plain (clipped critic without BatchNorm, width
+64), gan_spectral (spectral normalisation, adversarial weight 0.01, width 64).
 """
 import argparse
 import os
@@ -22,6 +28,9 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=60)
     parser.add_argument('--teacher-epochs', type=int, default=60)
     parser.add_argument('--arms', nargs='+', default=['baseline', 'head_only', 'gan'])
+    parser.add_argument('--data-root', default='synthetic',
+                        help='"synthetic" (generated shapes) or a VOC-format folder '
+                             '(Annotations/, JPEGImages/), split 80/20 with a fixed seed')
     parser.add_argument('--workers', type=int, default=1)
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a config key of the student runs')
@@ -29,7 +38,9 @@ def main(argv=None):
     from gluon_distill.mini import run_mini_reproduction
     overrides = [(k, yaml.safe_load(v)) for k, v in (s.split('=', 1) for s in args.set)]
     results = run_mini_reproduction(args.out, args.seeds, args.epochs, args.teacher_epochs,
-                                    args.arms, args.workers, overrides)
+                                    args.arms, args.workers, overrides,
+                                    os.path.abspath(args.data_root)
+                                    if args.data_root != 'synthetic' else 'synthetic')
     print(open(os.path.join(os.path.abspath(args.out), 'results.md')).read())
     return 0 if results else 1
 

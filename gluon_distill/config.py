@@ -9,6 +9,7 @@ the wrong type raise :class:`ConfigError` naming the key.
 import argparse
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -21,6 +22,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ConfigError(ValueError):
     """A configuration key is unknown or its value has the wrong type."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1), except that ``1e-3`` is a float.
+
+    YAML 1.1 wants a dot in a float (``1.0e-3``) and reads ``1e-3`` as a string; YAML 1.2, and
+    GluonCV's configs and scripts, write learning rates that way.
+    """
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'),
+    list('-+0123456789'))
+
+
+def yaml_load(stream):
+    """Parse YAML text or a file object as the configuration does (``1e-3`` is a float)."""
+    return yaml.load(stream, Loader=_Loader)
 
 
 @dataclass
@@ -47,6 +67,7 @@ class DataConfig:
     num_workers: int = 4
     pipeline: str = 'fast'
     check_images: bool = True
+    on_bad_image: str = 'stop'          # stop | skip: a missing or undecodable image
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -90,7 +111,8 @@ class DistillConfig:
     critic_lr: float = 0.0005
     critic_beta1: float = 0.5
     clip: float = 0.03
-    critic_norm: str = 'clip'
+    critic: str = 'bn'
+    critic_norm: str = ''
     n_critic: int = 1
     adv_weight: float = 1.0
     adv_optimizer: str = 'shared'
@@ -99,6 +121,7 @@ class DistillConfig:
     gan_epochs: int = -1
     init_head_from_teacher: bool = True
     fold_adapters: bool = False
+    divergence_stop: bool = True
 
 
 @dataclass
@@ -118,6 +141,7 @@ class TrainConfig:
     seed: int = 0
     out: str = 'runs/ssd'
     resume: bool = False
+    overwrite: bool = False
     log_interval: int = 20
     val_interval: int = 1
     max_nonfinite: int = 10
@@ -181,6 +205,7 @@ FLAG_ALIASES = {
     'lr': 'train.lr',
     'out': 'train.out',
     'resume': 'train.resume',
+    'overwrite': 'train.overwrite',
     'seed': 'train.seed',
     'kvstore': 'train.kvstore',
     'teacher_network': 'teacher.network',
@@ -274,7 +299,7 @@ def load_config(path=None, overrides=()):
     if path:
         try:
             with open(path) as f:
-                data = yaml.safe_load(f) or {}
+                data = yaml_load(f) or {}
         except OSError as e:
             raise ConfigError('cannot read config file {}: {}'.format(path, e.strerror))
         except yaml.YAMLError as e:
@@ -287,7 +312,7 @@ def load_config(path=None, overrides=()):
         if '=' not in item:
             raise ConfigError('--set expects section.key=value, got {!r}'.format(item))
         key, raw = item.split('=', 1)
-        set_key(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else '')
+        set_key(cfg, key.strip(), yaml_load(raw) if raw.strip() else '')
     return cfg
 
 
@@ -320,6 +345,9 @@ def add_common_arguments(parser):
                         help='ImageNet-pretrained backbone from the GluonCV zoo')
     parser.add_argument('--resume', dest='resume', default=None, action='store_true',
                         help='continue from OUT/last.ckpt at the next epoch boundary')
+    parser.add_argument('--overwrite', dest='overwrite', default=None, action='store_true',
+                        help='OUT holds another run: move it aside to OUT.old-<time> and start '
+                             'afresh (without this flag such an OUT is refused)')
     return parser
 
 

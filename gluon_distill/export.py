@@ -55,6 +55,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from .models.ssd import ModelError, ssd_head
+from .outdir import ensure_writable_dir
 
 ONNX_OPSET = 13
 VALID_THRESH = 0.01          # GluonCV SSD's box_nms valid_thresh and class-decoder threshold
@@ -449,16 +450,28 @@ def format_report(rows):
 
 # ------------------------------------------------------------------------ entry point
 
+def image_input(paths, data_shape, mean, std):
+    """A normalised ``(B, 3, S, S)`` float32 batch of image files, decoded and resized as
+    ``tools/detect.py`` does (:func:`gluon_distill.detect.preprocess`)."""
+    from .data.images import read_image
+    from .detect import preprocess
+    return np.concatenate([preprocess(read_image(p), data_shape, mean, std).asnumpy()
+                           for p in paths]).astype(np.float32)
+
+
 def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms_thresh=0.45,
-                    nms_topk=400, post_nms=100, net=None, spec=None):
+                    nms_topk=400, post_nms=100, net=None, spec=None, verify_images=None):
     """Export the detector at ``params`` (or the given ``net``/``spec``) to ``out_dir``.
 
-    Returns the ``deploy.json`` content (files, folding, opset, verification report).
+    ``out_dir`` is checked writable first. Verification runs on :func:`verify_input`, or on
+    the image files ``verify_images`` (:func:`image_input`). Returns the ``deploy.json``
+    content (files, folding, opset, verification report).
     """
     formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in ('mxnet', 'onnx')]
     if unknown:
         raise ModelError('unknown export format {}: choose mxnet or onnx'.format(unknown))
+    ensure_writable_dir(out_dir, 'export folder')
     if net is None:
         from .models.io import load_detector
         net, spec = load_detector(params)
@@ -494,7 +507,9 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
                         'outputs': ONNX_OUTPUTS}
     if verify:
         # the original (unfolded) network is the reference: this also checks the folding
-        info['verification'] = verify_export(original, spec, out_dir, formats)
+        x = (image_input(verify_images, spec['data_shape'], spec['mean'], spec['std'])
+             if verify_images else None)
+        info['verification'] = verify_export(original, spec, out_dir, formats, x=x)
     with open(os.path.join(out_dir, 'deploy.json'), 'w') as f:
         json.dump(info, f, indent=2)
     return info

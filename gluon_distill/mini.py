@@ -1,11 +1,21 @@
 """A mini-reproduction of Table 1 on the CPU: does GAN distillation beat the baselines?
 
-One teacher (shared by every seed), then for each seed three students on the same schedule:
-``baseline`` (its own head, no teacher), ``head_only`` (adapters + teacher-initialised head,
-SSD loss only) and ``gan`` (the paper's method). Each (arm, seed) run writes its own folder
-and ``summary.json``: a cut-off run is resumed from its last checkpoint, a finished one is
-skipped. ``results.json`` and ``results.md`` hold mean and standard deviation of the
-students' final and best validation mAP.
+One teacher (shared by every seed), then for each seed one student per arm on the same
+schedule. Every setting of every arm is written out here (:data:`BASE`, :data:`NETWORKS`,
+:data:`ARMS`); nothing is inherited from the demo, so the README's commands keep giving the
+README's rows when the demo changes.
+
+Arms: ``baseline`` (its own head, no teacher), ``head_only`` (adapters + teacher-initialised
+head, SSD loss only), and GAN distillation (the paper's method) with the paper's logged critic
+settings (clip 0.03, Adam 5e-4 / beta1 0.5, adversarial weight 1, one critic step) and one of
+the critics: ``gan`` (``bn``, the reference WGAN critic, width 64), ``gan_w512`` (``bn`` at the
+configs' width 512), ``gan_plain`` (the un-normalised clipped critic, width 64) and
+``gan_spectral`` (spectral normalisation, adversarial weight 0.01, width 64).
+
+Each (arm, seed) run writes its own folder and ``summary.json``: a cut-off run is resumed from
+its last checkpoint, a finished one is skipped, a run stopped by the divergence stop is
+recorded as such (its folder keeps the last good epoch). ``results.json`` and ``results.md``
+hold mean and standard deviation of the students' final and best validation mAP.
 """
 import json
 import math
@@ -13,43 +23,82 @@ import os
 import time
 
 from . import _compat  # noqa: F401
-from .config import set_key
-from .demo import demo_config
+from .config import set_key, Config
 
-ARMS = ('baseline', 'head_only', 'gan')
-ARM_ROLE = {'baseline': 'student', 'head_only': 'distilled', 'gan': 'distilled'}
+# Shared by every run. ``synthetic``: the generated shapes (400 training, 100 validation
+# images); any other root is a VOC-format folder split 80/20 with a fixed seed.
+BASE = {
+    'data.train_split': 'train', 'data.val_split': 'val', 'data.val_fraction': 0.2,
+    'data.split_seed': 0,
+    'data.synthetic.num_train': 400, 'data.synthetic.num_val': 100,
+    'model.network': 'tiny', 'model.data_shape': 128, 'model.pretrained_base': False,
+    'train.batch_size': 16, 'train.optimizer': 'adam', 'train.lr': 0.002, 'train.ctx': 'cpu',
+    'train.log_interval': 10, 'train.progress': False,
+}
+NETWORKS = {'teacher': {'model.width': 32, 'model.blocks': 2},
+            'student': {'model.width': 16, 'model.blocks': 1}}
+# the authors' logged critic settings; only the critic and its width differ between GAN arms
+PAPER_CRITIC = {'distill.method': 'gan', 'distill.clip': 0.03, 'distill.critic_lr': 0.0005,
+                'distill.critic_beta1': 0.5, 'distill.n_critic': 1, 'distill.adv_weight': 1.0,
+                'distill.adv_optimizer': 'shared', 'distill.gan_epochs': -1}
+ARMS = {
+    'baseline': {},
+    'head_only': {'distill.method': 'head_only'},
+    'gan': dict(PAPER_CRITIC, **{'distill.critic': 'bn', 'distill.critic_width': 64}),
+    'gan_w512': dict(PAPER_CRITIC, **{'distill.critic': 'bn', 'distill.critic_width': 512}),
+    'gan_plain': dict(PAPER_CRITIC, **{'distill.critic': 'plain', 'distill.critic_width': 64}),
+    'gan_spectral': dict(PAPER_CRITIC, **{'distill.critic': 'spectral',
+                                          'distill.critic_width': 64,
+                                          'distill.adv_weight': 0.01}),
+}
+DEFAULT_ARMS = ('baseline', 'head_only', 'gan')
 
 
-def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides=()):
-    """The config of one (arm, seed) run: the demo's student settings, a longer schedule."""
-    cfg = demo_config(ARM_ROLE[arm], out_root, workers=workers)
-    set_key(cfg, 'train.out', os.path.join(out_root, '{}_seed{}'.format(arm, seed)))
-    set_key(cfg, 'train.seed', seed)
-    set_key(cfg, 'train.epochs', epochs)
-    set_key(cfg, 'train.lr_steps', [int(epochs * 0.8)])
-    set_key(cfg, 'train.progress', False)
-    set_key(cfg, 'experiment.name', 'mini_{}_seed{}'.format(arm, seed))
-    if arm != 'baseline':
-        set_key(cfg, 'teacher.params', teacher_params)
-        set_key(cfg, 'distill.method', 'gan' if arm == 'gan' else 'head_only')
-        set_key(cfg, 'distill.fold_adapters', False)
-    for item in overrides:
-        key, value = item
+def _config(values):
+    cfg = Config()
+    for key, value in values.items():
         set_key(cfg, key, value)
     return cfg
 
 
-def teacher_config(out_root, epochs, workers=1):
-    cfg = demo_config('teacher', out_root, workers=workers)
-    set_key(cfg, 'train.epochs', epochs)
-    set_key(cfg, 'train.lr_steps', [int(epochs * 0.8)])
-    set_key(cfg, 'train.progress', False)
-    set_key(cfg, 'experiment.name', 'mini_teacher')
+def _data(data_root):
+    return {'data.root': data_root}
+
+
+def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides=(),
+               data_root='synthetic'):
+    """The config of one (arm, seed) run."""
+    if arm not in ARMS:
+        raise ValueError('unknown arm {!r}: expected one of {}'.format(arm, ', '.join(ARMS)))
+    values = dict(BASE, **NETWORKS['student'])
+    values.update(_data(data_root))
+    values.update({
+        'data.num_workers': workers,
+        'train.out': os.path.join(out_root, '{}_seed{}'.format(arm, seed)),
+        'train.seed': seed, 'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
+        'experiment.name': 'mini_{}_seed{}'.format(arm, seed)})
+    if arm != 'baseline':
+        values.update({'teacher.params': teacher_params, 'distill.fold_adapters': False,
+                       'distill.init_head_from_teacher': True})
+    values.update(ARMS[arm])
+    cfg = _config(values)
+    for key, value in overrides:
+        set_key(cfg, key, value)
     return cfg
+
+
+def teacher_config(out_root, epochs, workers=1, data_root='synthetic'):
+    values = dict(BASE, **NETWORKS['teacher'])
+    values.update(_data(data_root))
+    values.update({'data.num_workers': workers, 'train.out': os.path.join(out_root, 'teacher'),
+                   'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
+                   'experiment.name': 'mini_teacher'})
+    return _config(values)
 
 
 def _run(cfg, train, logger):
     """Train unless finished; resume a cut-off run. Returns its summary."""
+    from .engine.divergence import Diverged
     out = cfg.train.out
     summary_path = os.path.join(out, 'summary.json')
     if os.path.exists(summary_path):
@@ -59,7 +108,13 @@ def _run(cfg, train, logger):
         set_key(cfg, 'train.resume', True)
         logger.info('resuming %s', out)
     started = time.time()
-    summary = train(cfg, argv=['gluon_distill.mini', cfg.experiment.name])
+    try:
+        summary = train(cfg, argv=['gluon_distill.mini', cfg.experiment.name])
+    except Diverged as e:
+        logger.warning('%s: %s', cfg.experiment.name, e)
+        best = os.path.join(out, 'best.json')
+        best_map = json.load(open(best))['mAP'] if os.path.exists(best) else None
+        summary = {'out': out, 'diverged': str(e), 'best_mAP': best_map}
     summary['seconds'] = time.time() - started
     with open(summary_path, 'w') as f:
         json.dump(summary, f, indent=2)
@@ -67,9 +122,12 @@ def _run(cfg, train, logger):
 
 
 def _final_map(out):
-    """Validation mAP after the last epoch (from metrics.jsonl)."""
+    """Validation mAP after the last validated epoch (from metrics.jsonl)."""
     last = None
-    with open(os.path.join(out, 'metrics.jsonl')) as f:
+    path = os.path.join(out, 'metrics.jsonl')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
         for line in f:
             record = json.loads(line)
             if record.get('type') == 'val':
@@ -87,22 +145,28 @@ def _mean_std(values):
 
 
 def run_mini_reproduction(out_root='runs/mini', seeds=(0, 1, 2), epochs=60, teacher_epochs=60,
-                          arms=ARMS, workers=1, overrides=()):
+                          arms=DEFAULT_ARMS, workers=1, overrides=(), data_root='synthetic'):
     from .engine.hooks import setup_logging
     from .training import train_detector
     from .distill.run import train_distilled
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError('unknown arm {!r}: expected one of {}'.format(arm, ', '.join(ARMS)))
     logger = setup_logging()
     out_root = os.path.abspath(out_root)
-    teacher = _run(teacher_config(out_root, teacher_epochs, workers), train_detector, logger)
+    teacher = _run(teacher_config(out_root, teacher_epochs, workers, data_root), train_detector,
+                   logger)
     teacher_params = os.path.join(out_root, 'teacher', 'best.params')
     rows = {arm: [] for arm in arms}
     for seed in seeds:
         for arm in arms:
-            cfg = arm_config(arm, seed, out_root, epochs, teacher_params, workers, overrides)
+            cfg = arm_config(arm, seed, out_root, epochs, teacher_params, workers, overrides,
+                             data_root)
             train = train_detector if arm == 'baseline' else train_distilled
             summary = _run(cfg, train, logger)
             rows[arm].append({'seed': seed, 'final_mAP': _final_map(cfg.train.out),
                               'best_mAP': summary['best_mAP'],
+                              'diverged': bool(summary.get('diverged')),
                               'seconds': summary.get('seconds')})
             write_results(out_root, teacher, rows, epochs)
     return write_results(out_root, teacher, rows, epochs)
@@ -110,15 +174,18 @@ def run_mini_reproduction(out_root='runs/mini', seeds=(0, 1, 2), epochs=60, teac
 
 def write_results(out_root, teacher, rows, epochs):
     results = {'teacher_best_mAP': teacher['best_mAP'], 'epochs': epochs, 'arms': {}}
-    lines = ['| arm | seeds | final mAP (mean ± std) | best mAP (mean ± std) |',
-             '|---|---:|---:|---:|']
+    lines = ['| arm | seeds | final mAP (mean ± std) | best mAP (mean ± std) | final, per seed |',
+             '|---|---:|---:|---:|---|']
     for arm, runs in rows.items():
         final = _mean_std([r['final_mAP'] for r in runs])
         best = _mean_std([r['best_mAP'] for r in runs])
         results['arms'][arm] = {'runs': runs, 'final_mean': final[0], 'final_std': final[1],
                                 'best_mean': best[0], 'best_std': best[1]}
-        lines.append('| {} | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} |'.format(
-            arm, len(runs), final[0], final[1], best[0], best[1]))
+        per_seed = ', '.join('{}{:.3f}{}'.format(
+            's%d=' % r['seed'], r['final_mAP'] if r['final_mAP'] is not None else float('nan'),
+            ' (diverged)' if r.get('diverged') else '') for r in runs)
+        lines.append('| {} | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} | {} |'.format(
+            arm, len(runs), final[0], final[1], best[0], best[1], per_seed))
     lines.append('\nteacher best mAP: {:.4f}; students trained {} epochs'.format(
         teacher['best_mAP'], epochs))
     with open(os.path.join(out_root, 'results.json'), 'w') as f:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +19,14 @@ import mxnet as mx
 from .data.datasets import build_datasets
 from .data.loader import TrainLoader
 from .engine.checkpoint import atomic_write_text, load_checkpoint, CheckpointError
+from .engine import rundir
 from .engine.devices import parse_ctx
 from .engine.hooks import (setup_logging, JsonlWriter, LRScheduleHook, NonFiniteGuard,
-                           MetricsLogger, EvalHook, CheckpointHook)
+                           MetricsLogger, EvalHook, CheckpointHook, PlotHook,
+                           truncate_metrics)
+from .engine.bn_sync import SyncDeviceStatistics
 from .engine.loop import TrainLoop
-from .engine.steps import DetectionStep, make_trainer
+from .engine.steps import DetectionStep, make_trainer, prepare_trainers
 from .evaluation.inference import evaluate_detector, prepare_for_inference, prepare_for_training
 from .models.io import (dataset_fingerprint, model_spec, provenance, write_model_json,
                         MODEL_JSON)
@@ -46,23 +50,71 @@ class RunContext:
     argv: list
 
 
+def check_batch_size(batch_size, num_devices):
+    """The global batch must split evenly over the devices: uneven shards would change the
+    BatchNorm statistics and the loss normalisation of a run by its device count."""
+    if batch_size >= num_devices and batch_size % num_devices == 0:
+        return
+    below = batch_size // num_devices * num_devices
+    above = below + num_devices
+    sizes = ' or '.join(str(b) for b in (below, above) if b > 0)
+    raise ValueError('--batch-size {} does not split evenly over {} devices (uneven shards '
+                     'change BatchNorm statistics and the loss normalisation): use {}'.format(
+                         batch_size, num_devices, sizes))
+
+
+def _saved_config(out):
+    from .config import yaml_load
+    path = os.path.join(out, 'config.yaml')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return yaml_load(f) or {}
+
+
+def check_resume_config(out, cfg):
+    """Refuse a ``--resume`` whose configuration changes what the checkpoint holds (network,
+    classes, data, distillation set-up), naming the keys; returns the other changed keys."""
+    old = _saved_config(out)
+    if old is None:
+        return []
+    diffs = rundir.config_differences(old, cfg.to_dict())
+    # a key the saved config lacks comes from a newer version of the package: not a change
+    bad = [d for d in diffs if rundir.is_resume_key(d[0]) and d[1] != '<unset>']
+    if bad:
+        raise CheckpointError('--resume: this run differs from the one in {} in {}: resume with '
+                              'the same settings, or use another --out'.format(
+                                  out, rundir.format_differences(bad)))
+    return diffs
+
+
 def prepare_run(cfg, argv=None):
-    """Output folder, logging, devices and the validated datasets (before any network)."""
-    out = os.path.abspath(os.path.expanduser(cfg.train.out))
-    os.makedirs(out, exist_ok=True)
-    logger = setup_logging(out)
-    ctx = parse_ctx(cfg.train.ctx)
-    if cfg.train.batch_size < len(ctx):
-        raise ValueError('train.batch_size {} is smaller than the number of devices {}'.format(
-            cfg.train.batch_size, len(ctx)))
-    if cfg.train.resume and not os.path.exists(os.path.join(out, 'last.ckpt')):
-        raise CheckpointError('--resume: no checkpoint at {}'.format(
-            os.path.join(out, 'last.ckpt')))
-    logger.info('devices: %s; output: %s', ctx, out)
-    data = build_datasets(cfg.data, logger, progress=cfg.train.progress)
-    logger.info('classes (%d): %s; %d training and %d validation images', len(data.classes),
-                ', '.join(data.classes), len(data.train), len(data.val))
-    cfg.dump(os.path.join(out, 'config.yaml'))
+    """Devices, the output folder (locked; an existing run refused unless resumed or
+    ``--overwrite``), logging and the validated datasets, in that order, before any network.
+    A refused ``--resume`` leaves ``config.yaml`` untouched."""
+    t = cfg.train
+    ctx = parse_ctx(t.ctx)
+    check_batch_size(t.batch_size, len(ctx))
+    out = os.path.abspath(os.path.expanduser(t.out))
+    moved_to = rundir.open_run_folder(out, resume=t.resume, overwrite=t.overwrite)
+    try:
+        changed = check_resume_config(out, cfg) if t.resume else []
+        logger = setup_logging(out)
+        if moved_to:
+            logger.info('--overwrite: the previous run in %s was moved to %s', out, moved_to)
+        if changed:
+            logger.info('resuming with changed settings: %s', rundir.format_differences(changed))
+        logger.info('devices: %s; output: %s', ctx, out)
+        # progress bars only on a terminal: a redirected log gets the summary lines alone
+        data = build_datasets(cfg.data, logger, progress=t.progress and sys.stderr.isatty())
+        logger.info('classes (%d): %s; %d training and %d validation images', len(data.classes),
+                    ', '.join(data.classes), len(data.train), len(data.val))
+        if t.resume:
+            check_resume_classes(out, data.classes)
+        cfg.dump(os.path.join(out, 'config.yaml'))
+    except BaseException:
+        rundir.release_lock(out)
+        raise
     return RunContext(cfg, ctx, data, out, logger, list(argv or []))
 
 
@@ -110,21 +162,38 @@ def data_record(data_cfg):
     return d
 
 
-def check_resume_compatible(out, spec):
+def _old_model_json(out):
     path = os.path.join(out, MODEL_JSON)
     if not os.path.exists(path):
-        return
+        return None, path
     with open(path) as f:
-        old = json.load(f)
-    for key in ('kind', 'arch', 'classes'):
-        if old.get(key) != spec.get(key):
-            raise CheckpointError('--resume: {} in {} differs from this run\'s ({} vs {}); use '
-                                  'another --out'.format(key, path, old.get(key),
-                                                         spec.get(key)))
+        return json.load(f), path
+
+
+def check_resume_classes(out, classes):
+    old, path = _old_model_json(out)
+    if old is not None and old.get('classes') != list(classes):
+        raise CheckpointError('--resume: the classes of {} ({}) are not this data\'s ({}): use '
+                              'the same data, or another --out'.format(
+                                  path, ', '.join(old.get('classes') or []), ', '.join(classes)))
+
+
+def check_resume_compatible(out, spec):
+    """Refuse a ``--resume`` whose network differs from the ``model.json`` of ``out``, naming
+    the differing keys (``arch.width 8 -> 16``)."""
+    old, path = _old_model_json(out)
+    if old is None:
+        return
+    diffs = rundir.config_differences({k: old.get(k) for k in ('kind', 'arch', 'classes')},
+                                      {k: spec.get(k) for k in ('kind', 'arch', 'classes')})
+    if diffs:
+        raise CheckpointError('--resume: this run\'s network differs from {} in {}; use '
+                              'another --out'.format(path, rundir.format_differences(diffs)))
 
 
 def standard_hooks(run, step, evaluate, lr_trainers, start_best=-1.0):
-    """LR schedule, NaN guard, metrics logging, validation and checkpoints, in that order."""
+    """LR schedule, NaN guard, metrics logging, device statistics sync, validation and
+    checkpoints, in that order."""
     t = run.cfg.train
     writer = JsonlWriter(os.path.join(run.out, 'metrics.jsonl'))
     lr_hook = LRScheduleHook(lr_trainers, t.lr_steps, t.lr_decay, t.warmup_iters)
@@ -132,10 +201,52 @@ def standard_hooks(run, step, evaluate, lr_trainers, start_best=-1.0):
         lr_hook,
         NonFiniteGuard(t.max_nonfinite, run.logger),
         MetricsLogger(writer, t.log_interval, lr_hook, run.logger, t.progress),
+        SyncDeviceStatistics(step.blocks),
         EvalHook(evaluate, writer, t.val_interval, run.logger),
         CheckpointHook(run.out, step, meta={'seed': t.seed}, best=start_best,
                        logger=run.logger),
+        PlotHook(run.out, run.logger),
     ]
+
+
+def resume_from_checkpoint(run, step, checkpoint_hook):
+    """Restore ``step`` from ``last.ckpt``, or from ``prev.ckpt`` when ``last.ckpt`` is
+    unreadable (truncated); drop what ``metrics.jsonl`` logged after that checkpoint.
+    Returns the checkpoint's meta."""
+    last, prev = checkpoint_hook.last_path, checkpoint_hook.prev_path
+    try:
+        meta = load_checkpoint(last, step.blocks(), step.trainers())
+        source = last
+    except CheckpointError as e:
+        if not os.path.exists(prev):
+            raise CheckpointError('--resume: {} (no earlier checkpoint {} to fall back '
+                                  'to)'.format(e, os.path.basename(prev)))
+        try:
+            meta = load_checkpoint(prev, step.blocks(), step.trainers())
+        except CheckpointError as e2:
+            raise CheckpointError('--resume: {}; the previous checkpoint is unusable too: '
+                                  '{}'.format(e, e2))
+        source = prev
+        run.logger.warning('%s; resuming from the previous checkpoint %s (epoch %d) instead',
+                           e, prev, meta['epoch'])
+    dropped = truncate_metrics(os.path.join(run.out, 'metrics.jsonl'), meta['epoch'])
+    if dropped:
+        run.logger.info('metrics.jsonl: dropped %d record(s) logged after epoch %d (they are '
+                        'logged again now)', dropped, meta['epoch'])
+    checkpoint_hook.restore(meta)
+    if checkpoint_hook.best_epoch is None and checkpoint_hook.best > -1:
+        checkpoint_hook.best_epoch = _best_json_epoch(run.out)
+    run.logger.info('resumed from %s: epoch %d done, continuing at epoch %d', source,
+                    meta['epoch'], meta['epoch'] + 1)
+    return meta
+
+
+def _best_json_epoch(out):
+    try:
+        with open(os.path.join(out, 'best.json')) as f:
+            return json.load(f).get('epoch')
+    except (OSError, ValueError):
+        return None
 
 
 def run_loop(run, step, loader, hooks):
@@ -144,11 +255,9 @@ def run_loop(run, step, loader, hooks):
     start_epoch, start_iter = 0, 0
     checkpoint_hook = [h for h in hooks if isinstance(h, CheckpointHook)][0]
     if t.resume:
-        meta = load_checkpoint(checkpoint_hook.last_path, step.blocks(), step.trainers())
+        meta = resume_from_checkpoint(run, step, checkpoint_hook)
         start_epoch, start_iter = meta['epoch'] + 1, meta['iteration']
-        checkpoint_hook.best = meta.get('best_mAP', -1.0)
-        run.logger.info('resumed from %s: epoch %d done, continuing at epoch %d',
-                        checkpoint_hook.last_path, meta['epoch'], start_epoch)
+    prepare_trainers(step.trainers().values())
     loop = TrainLoop(step, loader, t.epochs, hooks, start_epoch, start_iter)
     try:
         loop.train()
@@ -157,14 +266,41 @@ def run_loop(run, step, loader, hooks):
                            'epoch: --resume continues from it', loop.epoch, loop.iteration,
                            checkpoint_hook.last_path)
         raise
-    return {'out': run.out, 'epochs': t.epochs, 'best_mAP': checkpoint_hook.best,
-            'last_mAP': loop.metrics.get('mAP') if loop.metrics else None,
-            'iterations': loop.iteration}
+    c = checkpoint_hook
+    return {'out': run.out, 'epochs': t.epochs, 'best_mAP': c.best, 'best_epoch': c.best_epoch,
+            'last_mAP': c.last_mAP, 'last_epoch': c.last_epoch, 'iterations': loop.iteration,
+            'outputs': {'best.params': {'epoch': c.best_epoch, 'mAP': c.best},
+                        'last.params': {'epoch': c.last_epoch, 'mAP': c.last_mAP}}}
+
+
+def describe_outputs(summary, names=None):
+    """The final line of a training tool: which file holds which epoch, and its validation mAP
+    (what ``tools/eval.py`` on that file reproduces), e.g.
+    ``best.params = epoch 7, mAP 0.6851; last.params = epoch 9, mAP 0.6420``.
+
+    ``summary['outputs']`` maps file name -> ``{'epoch', 'mAP'}``; ``names`` picks and orders
+    them (default: all, in order). Epochs count from 0, as in ``train.log`` and
+    ``metrics.jsonl``.
+    """
+    outputs = summary.get('outputs', {})
+    parts = []
+    for name in names or list(outputs):
+        entry = outputs.get(name) or {}
+        epoch, value = entry.get('epoch'), entry.get('mAP')
+        if epoch is None:
+            parts.append('{} = not written'.format(name))
+            continue
+        mAP = ('mAP {:.4f}'.format(value) if isinstance(value, (int, float)) and value >= 0
+               else 'not validated')
+        parts.append('{} = epoch {}, {}'.format(name, epoch, mAP))
+    return '; '.join(parts)
 
 
 def write_summary(run, summary):
-    """``summary.json``, written last: its presence means the run finished."""
+    """``summary.json``, written last: its presence means the run finished. Releases the
+    output folder's lock."""
     atomic_write_text(os.path.join(run.out, 'summary.json'), json.dumps(summary, indent=2))
+    rundir.release_lock(run.out)
     return summary
 
 

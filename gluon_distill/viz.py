@@ -1,17 +1,30 @@
-"""Plots of training runs from their ``metrics.jsonl`` files (matplotlib, PNG)."""
+"""Plots of training runs from their ``metrics.jsonl`` files (matplotlib, PNG).
+
+Every run gets ``OUT/curves.png`` when its training ends; ``tools/plot.py RUN [RUN...]`` overlays
+several runs. Panels: the SSD losses, the learning rate(s), validation mAP per epoch and, for
+distillation runs, the critics' and adversarial losses and the Wasserstein estimate per scale.
+"""
 import json
 import math
 import os
+import re
+
+SSD_LOSSES = ('CrossEntropy', 'SmoothL1')
+_W_SCALE = re.compile(r'^W\d+$')
 
 
 def read_metrics(path):
-    """``(train_records, val_records)`` of one run's metrics.jsonl."""
+    """``(train_records, val_records)`` of one run's metrics.jsonl (a torn last line, as a
+    killed run may leave, is ignored)."""
     train, val = [], []
     with open(path) as f:
         for line in f:
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
             (train if record.get('type') == 'train' else val).append(record)
     return train, val
 
@@ -22,53 +35,105 @@ def _series(records, key):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_runs(runs, out_png, title='gluon-distill'):
-    """One figure: SSD losses of every run, the critics' losses and per-scale Wasserstein
-    estimates of the distillation runs, and validation mAP per epoch of every run.
+def _keys(train, accept):
+    """Numeric keys of the training records that ``accept(key)``, in first-seen order."""
+    keys = []
+    for record in train:
+        for key, value in record.items():
+            if key not in keys and isinstance(value, (int, float)) and accept(key):
+                keys.append(key)
+    return keys
 
-    ``runs``: ordered mapping label -> metrics.jsonl path. Returns ``out_png``.
+
+def _is_lr(key):
+    return key == 'lr' or key.startswith('lr_')
+
+
+def _is_critic(key):
+    return key.startswith('Loss_')
+
+
+def panels_of(data):
+    """The panels one figure of ``data`` (label -> (train, val)) needs, in display order."""
+    trains = [train for train, _ in data.values()]
+    panels = ['losses', 'lr', 'mAP']
+    if any(_keys(train, _is_critic) for train in trains):
+        panels.append('critics')
+    if any(_keys(train, _W_SCALE.match) for train in trains):
+        panels.append('W')
+    return panels
+
+
+def plot_runs(runs, out_png, title='gluon-distill'):
+    """One figure overlaying ``runs``: SSD losses, learning rate, validation mAP per epoch and,
+    where present, the critics' losses and the per-scale Wasserstein estimates.
+
+    ``runs``: ordered mapping label -> metrics.jsonl path (missing files are skipped).
+    Returns ``out_png``.
     """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     data = {label: read_metrics(path) for label, path in runs.items() if os.path.exists(path)}
-    gan = {label: tv for label, tv in data.items()
-           if any('Loss_D' in r for r in tv[0])}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    ax = axes[0][0]
-    for label, (train, _) in data.items():
-        ax.plot(*_series(train, 'CrossEntropy'), label='{} CrossEntropy'.format(label))
-        ax.plot(*_series(train, 'SmoothL1'), '--', label='{} SmoothL1'.format(label))
-    ax.set(title='SSD losses', xlabel='iteration')
-    ax.legend(fontsize=7)
-    ax = axes[0][1]
-    for label, (train, _) in gan.items():
-        for key in ('Loss_D', 'Loss_D_real', 'Loss_D_fake', 'Loss_G_adv'):
-            ax.plot(*_series(train, key), label='{} {}'.format(label, key))
-    ax.set(title='critic and adversarial losses', xlabel='iteration')
-    if gan:
-        ax.legend(fontsize=7)
-    ax = axes[1][0]
-    for label, (train, _) in gan.items():
-        scales = sorted({k for r in train for k in r if k.startswith('W') and k[1:].isdigit()},
-                        key=lambda k: int(k[1:]))
-        for key in scales:
-            ax.plot(*_series(train, key), label='{} {}'.format(label, key))
-    ax.set(title='Wasserstein estimate per scale (mean D(student) - mean D(teacher))',
-           xlabel='iteration')
-    if gan:
-        ax.legend(fontsize=7)
-    ax = axes[1][1]
-    for label, (_, val) in data.items():
-        points = [(r['epoch'], r['mAP']) for r in val if r.get('mAP') is not None]
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=label)
-    ax.set(title='validation mAP (VOC07, IoU 0.5)', xlabel='epoch', ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.suptitle(title)
+    several = len(data) > 1
+    panels = panels_of(data)
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 4 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+
+    def name(label, key):
+        return '{} {}'.format(label, key) if several else key
+
+    for ax, panel in zip(flat, panels):
+        drawn = False
+        for label, (train, val) in data.items():
+            if panel == 'mAP':
+                points = [(r['epoch'], r['mAP']) for r in val
+                          if isinstance(r.get('mAP'), (int, float))]
+                if points:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
+                            label=label)
+                    drawn = True
+                continue
+            if panel == 'losses':
+                keys = [k for k in SSD_LOSSES if any(k in r for r in train)]
+            elif panel == 'lr':
+                keys = _keys(train, _is_lr)
+            elif panel == 'critics':
+                keys = _keys(train, _is_critic)
+            else:
+                keys = sorted(_keys(train, _W_SCALE.match), key=lambda k: int(k[1:]))
+            for key in keys:
+                xs, ys = _series(train, key)
+                if xs:
+                    ax.plot(xs, ys, '--' if key == 'SmoothL1' else '-', label=name(label, key))
+                    drawn = True
+        titles = {'losses': ('SSD losses', 'iteration'),
+                  'lr': ('learning rate', 'iteration'),
+                  'mAP': ('validation mAP (VOC07, IoU 0.5)', 'epoch'),
+                  'critics': ('critic and adversarial losses', 'iteration'),
+                  'W': ('Wasserstein estimate per scale (mean D(student) - mean D(teacher))',
+                        'iteration')}
+        ax.set(title=titles[panel][0], xlabel=titles[panel][1])
+        if panel == 'mAP':
+            ax.set_ylim(0, 1)
+        if drawn:
+            ax.legend(fontsize=7)
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def plot_run_folder(out_dir, out_png=None):
+    """``OUT/curves.png`` (or ``out_png``) of the run in ``out_dir``."""
+    out_png = out_png or os.path.join(out_dir, 'curves.png')
+    return plot_runs({os.path.basename(os.path.normpath(out_dir)):
+                      os.path.join(out_dir, 'metrics.jsonl')}, out_png,
+                     title=os.path.basename(os.path.normpath(out_dir)))

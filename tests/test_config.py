@@ -326,3 +326,32 @@ def test_every_tool_flag_is_an_alias():
     parser = add_common_arguments(argparse.ArgumentParser())
     dests = {a.dest for a in parser._actions} - {'help', 'config', 'set'}
     assert dests <= set(FLAG_ALIASES)
+
+
+# --- YAML 1.1 exponent floats (issue 8, item 11) -------------------------------------------------
+
+def test_exponent_floats_without_a_dot_are_floats_in_files_and_overrides(tmp_path):
+    path = tmp_path / 'exp.yaml'
+    path.write_text('train:\n  lr: 1e-3\n  wd: 5E-4\n  lr_decay: 1e-1\n'
+                    'distill:\n  critic_lr: 5e-4\n')
+    cfg = load_config(str(path), ['distill.clip=3e-2', 'train.momentum=9e-1'])
+    assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
+    assert cfg.train.wd == 5e-4 and cfg.train.lr_decay == 1e-1
+    assert cfg.distill.critic_lr == 5e-4
+    assert cfg.distill.clip == 3e-2 and cfg.train.momentum == 9e-1
+    assert parse(['--set', 'train.lr=1e-3']).train.lr == 1e-3
+
+
+def test_exponent_float_for_an_int_key_is_still_a_type_error():
+    with pytest.raises(ConfigError, match='train.epochs'):
+        load_config(None, ['train.epochs=1e2'])
+
+
+def test_strings_that_only_look_numeric_stay_strings():
+    cfg = load_config(None, ['train.out=1e', 'data.train_split=e3'])
+    assert cfg.train.out == '1e' and cfg.data.train_split == 'e3'
+
+
+def test_overwrite_flag_sets_train_overwrite():
+    assert parse([]).train.overwrite is False
+    assert parse(['--overwrite']).train.overwrite is True

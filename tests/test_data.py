@@ -106,15 +106,16 @@ def test_missing_image_is_fatal_and_named(tmp_path):
     assert 'nowhere.jpg' in report.fatal()[0].message
 
 
-def test_truncated_jpeg_is_fatal(tmp_path):
+def test_half_missing_jpeg_is_fatal(tmp_path):
     image = write_image(tmp_path / 'full.jpg', 200, 150)
     data = image.read_bytes()
     (tmp_path / 'a.jpg').write_bytes(data[:len(data) // 2])
     Image.open(tmp_path / 'a.jpg').verify()  # the header alone looks fine
     record, report = parse_one(tmp_path, voc_xml('a.jpg', [('cat', (1, 1, 10, 10))], (200, 150)))
     assert record is None
-    assert report.counts['corrupt_image'] == 1
-    assert 'truncated' in report.fatal()[0].message and report.fatal()[0].path.endswith('a.jpg')
+    assert report.counts['truncated_image'] == 1
+    message = report.fatal()[0].message
+    assert 'mostly missing' in message and report.fatal()[0].path.endswith('a.jpg')
 
 
 def test_garbage_image_is_fatal(tmp_path):
@@ -287,14 +288,15 @@ def test_gluoncv_layout_with_two_years(tmp_path):
         items = {i: (voc_xml(i + '.jpg', [('dog', (1, 1, 20, 20))]), {}) for i in ids}
         make_root(tmp_path / ('VOC' + year), items, split_files={'trainval': ids, 'test': ids[:1]})
     records, classes, report = load_voc_records(tmp_path, '2007_trainval+2012_trainval', VOC_CLASSES)
-    assert not report.problems and classes == VOC_CLASSES
+    assert kinds(report) == {'class_without_objects'} and classes == VOC_CLASSES
+    assert report.counts['class_without_objects'] == 19  # only 'dog' has objects
     assert [r.image_id for r in records] == ['000005', '000007', '2008_000002']
     assert records[2].image_path.endswith(os.path.join('VOC2012', 'JPEGImages', '2008_000002.jpg'))
     assert records[0].labels.tolist() == [VOC_CLASSES.index('dog')]
     records, _, report = load_voc_records(tmp_path, '2007_test', VOC_CLASSES)
-    assert [r.image_id for r in records] == ['000005'] and not report.problems
+    assert [r.image_id for r in records] == ['000005'] and not report.fatal()
     records, _, report = load_voc_records(tmp_path, 'trainval', VOC_CLASSES)  # every year
-    assert len(records) == 3 and not report.problems
+    assert len(records) == 3 and not report.fatal()
     _, _, report = load_voc_records(tmp_path, '2007_trainval+2010_val', VOC_CLASSES)
     assert report.counts['missing_split'] == 1 and '2010_val' in report.fatal()[0].message
 

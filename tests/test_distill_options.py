@@ -37,7 +37,7 @@ def test_spectral_conv_divides_by_the_largest_singular_value():
 
 
 def test_spectral_critics_have_no_clipping_and_bounded_scores():
-    critics = CriticSet([4, 2], width=8, channels=[3, 3], spectral=True)
+    critics = CriticSet([4, 2], width=8, channels=[3, 3], kind='spectral')
     critics.initialize(mx.init.Normal(1.0))
     for _ in range(30):
         critics.update_spectral_state([mx.cpu()])
@@ -74,7 +74,7 @@ def test_separate_adversarial_adam_trains_checkpoints_and_resumes(synthetic_root
 def test_spectral_run_writes_critics_with_power_iteration_state(synthetic_root, tmp_path,
                                                                 teacher_params):
     sets = {'teacher.params': teacher_params, 'distill.critic_width': 16,
-            'distill.critic_norm': 'spectral', 'train.epochs': 1}
+            'distill.critic': 'spectral', 'train.epochs': 1}
     train_distilled(tiny_config(synthetic_root, tmp_path / 'sn', **sets))
     params, _, _ = read_checkpoint(str(tmp_path / 'sn' / 'last.ckpt'))
     u = [k for k in params['critics'] if k.endswith('u')]
@@ -89,9 +89,26 @@ def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
     with pytest.raises(ModelError, match='adv_optimizer'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'x', **{
             'teacher.params': teacher_params, 'distill.adv_optimizer': 'rmsprop'}))
-    with pytest.raises(ModelError, match='critic_norm'):
+    with pytest.raises(ModelError, match='critic_norm.*replaced by distill.critic'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
             'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))
+    with pytest.raises(ModelError, match='distill.critic: expected one of bn, plain, spectral'):
+        train_distilled(tiny_config(synthetic_root, tmp_path / 'z', **{
+            'teacher.params': teacher_params, 'distill.critic': 'batchnorm'}))
+
+
+def test_former_critic_norm_key_still_selects_its_critic(synthetic_root, tmp_path,
+                                                         teacher_params):
+    """``critic_norm: clip`` was the un-normalised clipped critic: it is read as ``plain``
+    (no BatchNorm parameters in the checkpoint), and the resolved key is what config.yaml
+    records."""
+    sets = {'teacher.params': teacher_params, 'distill.critic_width': 8,
+            'distill.critic_norm': 'clip', 'train.epochs': 1}
+    train_distilled(tiny_config(synthetic_root, tmp_path / 'legacy', **sets))
+    params, _, _ = read_checkpoint(str(tmp_path / 'legacy' / 'last.ckpt'))
+    assert params['critics'] and not [k for k in params['critics'] if 'running_' in k]
+    text = (tmp_path / 'legacy' / 'config.yaml').read_text()
+    assert 'critic: plain' in text
 
 
 def test_critic_watch_warns_once_when_scores_run_away():
@@ -119,4 +136,4 @@ def test_critic_watch_warns_once_when_scores_run_away():
     for value in (-80.0, -500.0):
         Loop.outputs = {'Loss_D': value}
         watch.after_step()
-    assert len(records) == 1 and '80.0' in records[0] and 'critic_norm=spectral' in records[0]
+    assert len(records) == 1 and '80.0' in records[0] and 'distill.critic=bn' in records[0]

@@ -26,7 +26,7 @@ def trained(synthetic_root, tmp_path_factory):
                 '--num-workers', '0', '--out', str(out), '--set', 'model.width=8',
                 '--set', 'train.optimizer=adam', '--set', 'train.progress=false'])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert re.search(r'best mAP=\d\.\d{4}', res.stdout)
+    assert re.search(r'best\.params = epoch \d+, mAP \d\.\d{4}', res.stdout)
     return out
 
 
@@ -58,6 +58,7 @@ def test_eval_prints_table_and_writes_devkit_files(trained, tmp_path):
             image_id, score, x1, y1, x2, y2 = line.split()
             w, h = sizes[image_id]
             assert 0 < float(score) <= 1
+            assert 1 <= float(x1) <= float(x2) <= w and 1 <= float(y1) <= float(y2) <= h
             n_lines += 1
     assert n_lines > 0
     dets = read_devkit_results(str(save / 'results'), classes, split='val')

@@ -2,8 +2,11 @@
 """Validate a VOC-format detection dataset and print what was found.
 
     python tools/check_dataset.py ROOT [--split S] [--classes a,b,c] [--val-fraction F] [--seed N]
+        [--on-bad-image stop|skip]
 
-Exit status 1 if any problem is fatal, 0 otherwise.
+Images are decoded as training decodes them (OpenCV, stored pixels). Exit status 1 if any
+problem is fatal (an empty split included), 0 otherwise; with --on-bad-image skip, missing,
+undecodable and mostly missing images are listed as skipped instead of fatal.
 """
 import argparse
 import os
@@ -30,6 +33,9 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='seed of that split')
     parser.add_argument('--max-lines', type=int, default=20, help='problems listed individually')
     parser.add_argument('--no-images', action='store_true', help='skip decoding the images')
+    parser.add_argument('--on-bad-image', choices=('stop', 'skip'), default='stop',
+                        help='what data.on_bad_image does with a missing, undecodable or '
+                             'mostly missing image (default: %(default)s)')
     return parser.parse_args(argv)
 
 
@@ -38,8 +44,14 @@ def main(argv=None):
     classes = [c for c in args.classes.split(',') if c.strip()] if args.classes else None
     _, _, report = load_voc_records(args.root, args.split, classes, val_fraction=args.val_fraction,
                                     seed=args.seed, check_images=not args.no_images,
-                                    progress=sys.stderr.isatty())
+                                    progress=sys.stderr.isatty(),
+                                    on_bad_image=args.on_bad_image)
     print(report.summary(max_lines=args.max_lines))
+    rotated = [p.path for p in report.problems if p.kind == 'exif_orientation']
+    if rotated:
+        print('images with an EXIF orientation tag, used as stored (not rotated): {}'.format(
+            len(rotated)))
+        print('\n'.join('  ' + path for path in rotated))
     return 1 if report.fatal() else 0
 
 

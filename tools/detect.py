@@ -3,9 +3,13 @@
 
     python tools/detect.py --params runs/demo/distilled/student.params img1.jpg img2.jpg \
         --out detections --thresh 0.5
+    python tools/detect.py --params best.params photos/     # every image file in the folder
 
-Writes OUT/<image name>.png (boxes drawn with GluonCV's plot_bbox) and prints, per image,
-one line per detection: class, score, box (x1 y1 x2 y2, pixels of the original image).
+Writes OUT/<image name>.png (boxes drawn with GluonCV's plot_bbox; inputs sharing a name get
+distinct ones, e.g. a_jpg.png and a_png.png) and prints, per image, one line per detection:
+class, score, box (x1 y1 x2 y2, 0-based pixels of the original image, clipped to it).
+A missing or undecodable input is reported ("PATH: skipped: why") and the others are still
+processed; the exit status is then 1. An unwritable --out stops at once (exit 2).
 """
 import argparse
 import sys
@@ -23,11 +27,19 @@ def main(argv=None):
     parser.add_argument('--thresh', type=float, default=0.5, help='minimum score')
     args = parser.parse_args(argv)
 
+    missing = []
+
     def run():
-        from gluon_distill.detect import detect_images, format_detections
-        print(format_detections(detect_images(args.params, args.images, args.out,
-                                              args.thresh)))
-    return run_tool(run)
+        from gluon_distill.detect import detect_images, format_detections, skipped
+        results = detect_images(args.params, args.images, args.out, args.thresh)
+        print(format_detections(results))
+        missing.extend(skipped(results))
+    status = run_tool(run)
+    if status == 0 and missing:
+        print('{} input(s) skipped: {}'.format(len(missing), ', '.join(missing)),
+              file=sys.stderr)
+        return 1
+    return status
 
 
 if __name__ == '__main__':

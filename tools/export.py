@@ -11,7 +11,9 @@ model.onnx (opset 13, dynamic batch, per-class NMS in the graph; needs ``.[deplo
 Default: both. A distilled student is exported with its adapters folded into the head.
 After export the files are run against the original network on the same input: the largest
 differences of raw class scores and box offsets are printed, with whether the detections
-agree; a disagreement is an error (exit 2).
+agree; a disagreement is an error (exit 2). The input is a generated batch, or with
+--verify-image the given photos, decoded as training and detect.py decode them.
+An unwritable --out stops at once, before the model is loaded (exit 2).
 """
 import argparse
 import sys
@@ -31,13 +33,17 @@ def main(argv=None):
     parser.add_argument('--nms-topk', type=int, default=400)
     parser.add_argument('--post-nms', type=int, default=100)
     parser.add_argument('--no-verify', action='store_true', help='skip the verification run')
+    parser.add_argument('--verify-image', action='append', metavar='IMAGE',
+                        help='verify on this image (repeatable; decoded and resized as '
+                             'detect.py does) instead of the generated input')
     args = parser.parse_args(argv)
 
     def run():
         from gluon_distill.export import export_detector, format_report
         info = export_detector(args.params, args.out, args.format or ['mxnet', 'onnx'],
                                verify=not args.no_verify, nms_thresh=args.nms_thresh,
-                               nms_topk=args.nms_topk, post_nms=args.post_nms)
+                               nms_topk=args.nms_topk, post_nms=args.post_nms,
+                               verify_images=args.verify_image)
         print('exported {} ({}{}) to {}: {}'.format(
             args.params, info['kind'], ', adapters folded into the head'
             if info['adapters_folded'] else '', args.out, ', '.join(sorted(

@@ -6,8 +6,11 @@
     python tools/train_distill.py --network tiny --teacher-params runs/demo/teacher/best.params \
         --data-root synthetic --set distill.method=head_only
 
-Leaves OUT/student.params + OUT/model.json: a standalone detector that tools/eval.py
-evaluates with no teacher file.
+Leaves OUT/model.json with OUT/best.params (the epoch of best validation mAP) and
+OUT/last.params = OUT/student.params (the last epoch): standalone detectors that tools/eval.py
+evaluates with no teacher file. The last line printed names each file's epoch and mAP, or says
+that the validation mAP collapsed. A run whose losses explode (SSD loss, or the critics' scores,
+far above the SSD loss's early level) stops with a message naming the scale and exits 2.
 """
 import argparse
 import sys
@@ -33,8 +36,7 @@ def main(argv=None):
         from gluon_distill.distill.run import train_distilled
         cfg = config_from_args(args)
         summary = train_distilled(cfg, argv=sys.argv)
-        print('student best mAP={:.4f}; deployable student: {}'.format(
-            summary['best_mAP'], summary['student']))
+        print(summary['final_line'])
     return run_tool(run)
 
 

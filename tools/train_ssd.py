@@ -2,7 +2,15 @@
 """Train a plain GluonCV SSD: a teacher, or a student with no teacher.
 
     python tools/train_ssd.py --network resnet50_v1 --data-shape 512 --ctx gpu:0,1,2,3
-    python tools/train_ssd.py --config experiments/demo/teacher.yaml --ctx cpu:0,1
+    python tools/train_ssd.py --config experiments/voc/teacher_ssd512_resnet50_v1.yaml --ctx gpu:0,1
+    python tools/train_ssd.py --network tiny --data-shape 128 --no-pretrained-base \
+        --data-root synthetic --set model.width=32 --set model.blocks=2 --out runs/tiny
+
+OUT (--out) receives last.params and best.params (with model.json beside them), last.ckpt and
+prev.ckpt (for --resume), metrics.jsonl, train.log, config.yaml, best.json, summary.json and
+curves.png. An OUT that holds another run is refused: --resume continues it, --overwrite moves
+it aside to OUT.old-<time>. The last line printed says which epoch each .params file holds and
+its validation mAP.
 """
 import argparse
 import sys
@@ -19,10 +27,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def run():
-        from gluon_distill.training import train_detector
+        from gluon_distill.training import train_detector, describe_outputs
         cfg = config_from_args(args)
         summary = train_detector(cfg, argv=sys.argv)
-        print('best mAP={:.4f} ({})'.format(summary['best_mAP'], summary['out']))
+        print('outputs in {}'.format(summary['out']))
+        print(describe_outputs(summary, ['best.params', 'last.params']))
     return run_tool(run)
 
 

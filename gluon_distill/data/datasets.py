@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import List
 
-from .voc import DatasetError, DetectionDataset, load_voc_records
+from .voc import DatasetError, DetectionDataset, is_gluoncv_layout, load_voc_records
 from .synthetic import make_synthetic_voc
 
 
@@ -45,11 +45,31 @@ def resolve_root(data_cfg):
     return root
 
 
+# The config's default splits name GluonCV's VOC layout; on any other root they mean the
+# seeded (or ImageSets/Main) ``train`` and ``val``.
+GLUONCV_DEFAULT_SPLITS = {'2007_trainval+2012_trainval': 'train', '2007_test': 'val'}
+
+
+def effective_split(root, split):
+    """``(split to read, note or None)``: GluonCV's default split names on a root that is not
+    GluonCV's VOC layout become ``train``/``val``."""
+    if split in GLUONCV_DEFAULT_SPLITS and not is_gluoncv_layout(root):
+        plain = GLUONCV_DEFAULT_SPLITS[split]
+        return plain, ('split {!r} is the default for GluonCV\'s VOC layout; this root is a '
+                       'plain VOC root, so split {!r} is used'.format(split, plain))
+    return split, None
+
+
 def load_split(root, split, classes, data_cfg, progress=True):
     """``(records, classes, report)`` of one split, with the ``data`` section's split settings."""
-    return load_voc_records(root, split, classes, val_fraction=data_cfg.val_fraction,
-                            seed=data_cfg.split_seed, check_images=data_cfg.check_images,
-                            progress=progress)
+    split, note = effective_split(root, split)
+    records, classes, report = load_voc_records(
+        root, split, classes, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed,
+        check_images=data_cfg.check_images, progress=progress,
+        on_bad_image=getattr(data_cfg, 'on_bad_image', 'stop'))
+    if note:
+        report.notes.insert(0, note)
+    return records, classes, report
 
 
 def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
@@ -57,7 +77,10 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
 
     Classes come from ``data.classes`` or are discovered (sorted) from the training split.
     Images without objects are dropped from training (they give SSD no positive target) and
-    kept for validation. Raises :class:`DatasetError` with the summary of every fatal problem.
+    kept for validation. On a plain VOC root the default splits (GluonCV's
+    ``2007_trainval+2012_trainval``/``2007_test``) mean ``train``/``val``
+    (:func:`effective_split`). Raises :class:`DatasetError` with the summary of every fatal
+    problem, an empty split included.
     """
     logger = logger or logging.getLogger('gluon_distill')
     root = resolve_root(data_cfg)

@@ -8,7 +8,6 @@ workers, and a run resumed at an epoch boundary, see exactly the same batches.
 """
 import random
 
-import cv2
 import numpy as np
 
 from .. import _compat  # noqa: F401
@@ -16,6 +15,8 @@ import mxnet as mx
 from mxnet import gluon
 from gluoncv.data.batchify import Tuple, Stack
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
+
+from .images import read_image
 
 
 def sample_seed(seed, epoch, index):
@@ -67,8 +68,9 @@ class SeededTransformDataset(gluon.data.Dataset):
 
 
 class NumpyImages(gluon.data.Dataset):
-    """``(img uint8 (H, W, 3) RGB numpy, label)`` of a DetectionDataset, decoded by OpenCV
-    (3 channels whatever the file: grayscale and CMYK are converted)."""
+    """``(img uint8 (H, W, 3) RGB numpy, label)`` of a DetectionDataset, decoded by
+    :func:`~gluon_distill.data.images.read_image` like every other consumer (stored pixels;
+    grayscale and CMYK converted to 3 channels)."""
 
     def __init__(self, dataset):
         self._dataset = dataset
@@ -78,10 +80,7 @@ class NumpyImages(gluon.data.Dataset):
 
     def __getitem__(self, index):
         record = self._dataset.record(index)
-        img = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise IOError('cannot decode image {}'.format(record.image_path))
-        return img[:, :, ::-1], record.label_array()
+        return read_image(record.image_path), record.label_array()
 
 
 class StackUInt8:

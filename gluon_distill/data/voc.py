@@ -3,13 +3,23 @@
 Every annotation is checked against its image before training starts, so that a broken file is
 reported once, by name, instead of crashing an epoch hours later. Problems have a severity:
 
-* ``fatal``   -- the image or annotation cannot be used (malformed XML, missing or corrupt
-  image, non-numeric coordinates, unknown class, split id without annotation...).
+* ``fatal``   -- the image or annotation cannot be used (malformed XML, missing, undecodable
+  or mostly missing image, non-numeric coordinates, unknown class, split id without
+  annotation, a split without annotations...).
+* ``skipped`` -- a bad image (missing, undecodable, mostly missing) left out of the dataset
+  because ``on_bad_image='skip'``; without it these are fatal.
 * ``fixed``   -- repaired on load and counted (boxes clipped to the image, degenerate boxes
   dropped, missing ``<difficult>``/``<size>`` filled with defaults, grayscale/CMYK images
   decoded to RGB).
 * ``warning`` -- usable but suspicious (annotated size differs from the real one, images
-  without objects, duplicate ids).
+  without objects, duplicate ids, a JPEG missing only its end, an EXIF orientation that a
+  viewer would apply, ``<filename>`` naming another image, an image claimed by two
+  annotations, a class without objects).
+
+Images are judged by the decoder training uses, :func:`gluon_distill.data.images.read_image`
+(OpenCV, stored pixels); Pillow only reads metadata (mode, format, EXIF).
+The image of an annotation is ``JPEGImages/<id>.<ext>`` of its file name's id, as in GluonCV;
+``<filename>`` is only a fallback when that file is absent.
 
 Loading never stops at the first problem; callers decide with ``report.raise_if_fatal()``.
 
@@ -23,23 +33,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFile
 
 import gluon_distill  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
+from .images import (ImageReadError, ORIENTATION_MEANING, exif_orientation, grey_tail_rows,
+                     jpeg_truncation, read_image)
 from .records import Record
 
 VOC_CLASSES = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
                'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike',
                'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
 
-SEVERITIES = ('fatal', 'fixed', 'warning')
+SEVERITIES = ('fatal', 'skipped', 'fixed', 'warning')
 IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.JPG', '.PNG', '.JPEG')
-# Formats the OpenCV decoder behind ``mx.image.imread`` reads.
-DECODABLE_FORMATS = ('JPEG', 'PNG', 'BMP')
 GRAYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
 SEEDED_SPLITS = ('train', 'val', 'test', 'trainval', 'all')
+ON_BAD_IMAGE = ('stop', 'skip')
+# A truncated JPEG that OpenCV decodes is usable (a warning) unless at least this share of its
+# rows is libjpeg's grey fill: then a quarter of the picture or more is not the scene its boxes
+# describe, and it is fatal (or skipped).
+MAX_GREY_SHARE = 0.25
 
 
 class DatasetError(ValueError):
@@ -86,6 +100,7 @@ class ValidationReport:
     num_images: int = 0
     num_difficult: int = 0
     objects_per_class: dict = field(default_factory=dict)
+    on_bad_image: str = 'stop'
 
     def add(self, kind, severity, path, message):
         """Record one problem of ``kind``; returns it."""
@@ -123,8 +138,12 @@ class ValidationReport:
             lines += ['  {:<{w}} {:>7}'.format(name, count, w=width)
                       for name, count in self.objects_per_class.items()]
         by_severity = Counter(p.severity for p in self.problems)
-        lines.append('problems: {} fatal, {} fixed, {} warning'.format(
-            by_severity['fatal'], by_severity['fixed'], by_severity['warning']))
+        lines.append('problems: {} fatal, {} skipped, {} fixed, {} warning'.format(
+            by_severity['fatal'], by_severity['skipped'], by_severity['fixed'],
+            by_severity['warning']))
+        if by_severity['skipped']:
+            lines.append('  {} bad image(s) left out of the dataset (data.on_bad_image=skip)'
+                         .format(by_severity['skipped']))
         for kind in sorted(self.counts, key=lambda k: (SEVERITIES.index(self.severity_of[k]), k)):
             lines.append('  {:<26} {:>7}  ({})'.format(kind, self.counts[kind], self.severity_of[kind]))
         if self.problems:
@@ -134,6 +153,13 @@ class ValidationReport:
             if len(ordered) > max_lines:
                 lines.append('  ... and {} more'.format(len(ordered) - max_lines))
         return '\n'.join(lines)
+
+    def bad_image(self, kind, path, message):
+        """Record a problem that makes an image unusable: fatal, or ``skipped`` (the image is
+        left out) when ``on_bad_image == 'skip'``."""
+        if self.on_bad_image == 'skip':
+            return self.add(kind, 'skipped', path, message + '; image left out (on_bad_image=skip)')
+        return self.add(kind, 'fatal', path, message)
 
     def raise_if_fatal(self):
         """Raise :class:`DatasetError` with the summary if any problem is fatal."""
@@ -179,8 +205,9 @@ def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=T
     report : ValidationReport
         Receives every problem found.
     check_images : bool
-        Open and fully decode the image (finds corrupt/truncated files, real size, colour mode).
-        If False only its existence is checked and the annotated size is trusted.
+        Decode the image with :func:`~gluon_distill.data.images.read_image` (finds corrupt and
+        truncated files, the real size, colour mode, EXIF orientation). If False only its
+        existence is checked and the annotated size is trusted.
 
     Returns
     -------
@@ -193,10 +220,8 @@ def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=T
         report.add('malformed_xml', 'fatal', xml_path, 'cannot parse XML: {}'.format(err))
         return None
     image_id = os.path.splitext(os.path.basename(xml_path))[0]
-    image_path = _find_image(root.findtext('filename'), image_id, image_dir)
+    image_path = _find_image(xml_path, root.findtext('filename'), image_id, image_dir, report)
     if image_path is None:
-        report.add('missing_image', 'fatal', xml_path, 'no image {!r} (nor {}.jpg/.png/.jpeg) in {}'.format(
-            (root.findtext('filename') or '').strip(), image_id, image_dir))
         return None
     size = _image_size(xml_path, root, image_path, report, check_images)
     if size is None:
@@ -212,16 +237,31 @@ def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=T
                   difficult=difficult, annotation_path=os.path.abspath(xml_path))
 
 
-def _find_image(filename, image_id, image_dir):
-    """Path of the image: the XML ``<filename>`` if present, else ``<id>`` + a known extension."""
-    candidates = []
-    if filename and filename.strip():
-        candidates.append(os.path.basename(filename.strip()))
-    candidates += [image_id + ext for ext in IMAGE_EXTENSIONS]
-    for name in candidates:
-        path = os.path.join(image_dir, name)
+def _find_image(xml_path, filename, image_id, image_dir, report):
+    """Path of the image of annotation ``image_id``, or None (reported).
+
+    VOC convention (GluonCV's ``VOCDetection``): ``image_dir/<id>.<ext>``. The XML's
+    ``<filename>`` is only used when no such file exists; when it names another file than the
+    one used, a warning names both.
+    """
+    declared = os.path.basename((filename or '').strip())
+    for ext in IMAGE_EXTENSIONS:
+        path = os.path.join(image_dir, image_id + ext)
         if os.path.isfile(path):
+            if declared and declared not in (image_id + ext, image_id):
+                report.add('filename_mismatch', 'warning', xml_path,
+                           '<filename> is {!r} but the image of id {!r} is {}; using {} '
+                           '(VOC convention: JPEGImages/<id>.<ext>)'.format(
+                               declared, image_id, path, image_id + ext))
             return path
+    if declared and os.path.isfile(os.path.join(image_dir, declared)):
+        path = os.path.join(image_dir, declared)
+        report.add('filename_mismatch', 'warning', xml_path,
+                   'no image {}.jpg/.png/.jpeg for id {!r}; using its <filename> {}'.format(
+                       image_id, image_id, path))
+        return path
+    report.bad_image('missing_image', xml_path, 'no image {}.jpg/.png/.jpeg{} in {}'.format(
+        image_id, ' (nor <filename> {!r})'.format(declared) if declared else '', image_dir))
     return None
 
 
@@ -240,7 +280,7 @@ def _annotated_size(root):
 def _image_size(xml_path, root, image_path, report, check_images):
     """Real ``(width, height)`` of the image in pixels, reporting mismatch/conversion/corruption.
 
-    Returns None (after a fatal problem) if the image cannot be decoded.
+    Returns None (after a fatal or skipped problem) if the image cannot be used.
     """
     annotated = _annotated_size(root)
     if annotated is None:
@@ -248,16 +288,23 @@ def _image_size(xml_path, root, image_path, report, check_images):
                    'no valid <size> (width/height); using the real image size')
     if not check_images and annotated is not None:
         return annotated
+    mode, fmt = _header(image_path)
     try:
-        real, mode, fmt = _inspect_image(image_path, full_decode=check_images)
-    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        report.add('corrupt_image', 'fatal', image_path, 'cannot decode image: {}: {}'.format(
-            type(err).__name__, err))
+        img = read_image(image_path)
+    except ImageReadError:
+        if fmt is not None and fmt not in ('JPEG', 'PNG', 'BMP'):
+            report.bad_image('unsupported_format', image_path,
+                             'format {} cannot be decoded by OpenCV (use JPEG, PNG or BMP)'
+                             .format(fmt))
+        else:
+            report.bad_image('corrupt_image', image_path,
+                             'cannot decode image: OpenCV (the decoder training uses) fails on '
+                             'it{}'.format(_jpeg_note(image_path)))
         return None
-    if fmt not in DECODABLE_FORMATS:
-        report.add('unsupported_format', 'fatal', image_path,
-                   'format {} cannot be decoded by mx.image.imread (use {})'.format(
-                       fmt, '/'.join(DECODABLE_FORMATS)))
+    real = (img.shape[1], img.shape[0])
+    if not check_images:
+        return real
+    if fmt == 'JPEG' and not _truncation_ok(image_path, img, report):
         return None
     if annotated is not None and annotated != real:
         report.add('size_mismatch', 'warning', xml_path,
@@ -268,34 +315,53 @@ def _image_size(xml_path, root, image_path, report, check_images):
                    'mode {}: decoded to 3-channel RGB'.format(mode))
     elif mode == 'CMYK':
         report.add('converted_cmyk', 'fixed', image_path, 'mode CMYK: decoded to 3-channel RGB')
-    elif mode != 'RGB':
+    elif mode not in (None, 'RGB'):
         report.add('converted_other', 'fixed', image_path,
                    'mode {}: decoded to 3-channel RGB'.format(mode))
+    orientation = exif_orientation(image_path)
+    if orientation is not None and orientation != 1:
+        report.add('exif_orientation', 'warning', image_path,
+                   'EXIF orientation {} ({}): viewers show it turned, training and evaluation '
+                   'use the stored {}x{} pixels (as GluonCV does); its boxes must be drawn on '
+                   'those'.format(orientation, ORIENTATION_MEANING[orientation], *real))
     return real
 
 
-def _inspect_image(image_path, full_decode=True):
-    """``((width, height), mode, format)`` of an image; raises if it is corrupt.
+def _header(image_path):
+    """``(mode, format)`` from Pillow's header parsing, ``(None, None)`` if it cannot open it."""
+    from PIL import Image
+    try:
+        with Image.open(image_path) as img:
+            return img.mode, img.format
+    except Exception:  # PIL raises many types; the decoder's verdict is what counts
+        return None, None
 
-    ``verify()`` checks the container (e.g. PNG checksums) but not JPEG data, so the pixels are
-    also decoded -- at 1/8 scale for JPEG, which still reads every byte and so detects
-    truncated files.
-    """
-    with Image.open(image_path) as img:
-        size, mode, fmt = img.size, img.mode, img.format
-        img.verify()
-    if full_decode:
-        # importing gluoncv.data sets Pillow's global LOAD_TRUNCATED_IMAGES = True, which
-        # would let a truncated JPEG decode silently
-        tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            with Image.open(image_path) as img:
-                img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-                img.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
-    return size, mode, fmt
+
+def _jpeg_note(image_path):
+    try:
+        with open(image_path, 'rb') as f:
+            why = jpeg_truncation(f.read())
+    except OSError:
+        return ''
+    return ' (truncated JPEG: {})'.format(why) if why else ''
+
+
+def _truncation_ok(image_path, img, report):
+    """Report a JPEG whose stream ends early; False if too much of it is lost (bad image)."""
+    with open(image_path, 'rb') as f:
+        why = jpeg_truncation(f.read())
+    if why is None:
+        return True
+    height = img.shape[0]
+    grey = grey_tail_rows(img)
+    lost = '{} of {} rows ({:.0%}) are grey fill'.format(grey, height, grey / height)
+    if grey >= MAX_GREY_SHARE * height:
+        report.bad_image('truncated_image', image_path,
+                         'truncated JPEG ({}): mostly missing, {}'.format(why, lost))
+        return False
+    report.add('truncated_jpeg', 'warning', image_path,
+               'truncated JPEG ({}): OpenCV decodes it as training does; {}'.format(why, lost))
+    return True
 
 
 def _parse_objects(xml_path, root, classes, size, report):
@@ -427,7 +493,8 @@ def seeded_split(ids, split, val_fraction=0.2, seed=0):
     return sorted(ids[i] for i in chosen)
 
 
-def _is_gluoncv_layout(root):
+def is_gluoncv_layout(root):
+    """Whether ``root`` is GluonCV's VOC root (``VOC<year>/`` folders, no ``Annotations/``)."""
     return (not os.path.isdir(os.path.join(root, 'Annotations'))
             and bool(glob.glob(os.path.join(root, 'VOC[0-9][0-9][0-9][0-9]'))))
 
@@ -487,7 +554,7 @@ def _collect_items(root, split, val_fraction, seed, report):
 
     Ids listed twice are kept once (warning); ids without XML are fatal.
     """
-    if _is_gluoncv_layout(root):
+    if is_gluoncv_layout(root):
         parts = _gluoncv_parts(root, split, report)
     elif os.path.isdir(os.path.join(root, 'Annotations')):
         ids, split_file = _voc_root_ids(root, split, val_fraction, seed, report)
@@ -514,7 +581,7 @@ def _collect_items(root, split, val_fraction, seed, report):
 
 
 def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, check_images=True,
-                     progress=False):
+                     progress=False, on_bad_image='stop'):
     """Load and validate the records of one split of a VOC-format dataset.
 
     Parameters
@@ -534,6 +601,9 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
         Decode every image (detects corrupt files, real sizes, grayscale/CMYK).
     progress : bool
         Show a tqdm progress bar.
+    on_bad_image : str
+        ``'stop'``: a missing, undecodable or mostly missing image is fatal. ``'skip'``: it is
+        left out and reported with severity ``skipped``.
 
     Returns
     -------
@@ -541,8 +611,12 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
         Records (including those without objects) of every usable annotation, the class list,
         and the report. Nothing is raised for data problems: call ``report.raise_if_fatal()``.
     """
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError('data.on_bad_image must be one of {}, got {!r}'.format(
+            ', '.join(ON_BAD_IMAGE), on_bad_image))
     root = os.path.abspath(os.path.expanduser(str(root)))
-    report = ValidationReport(source='{} (split {!r})'.format(root, split))
+    report = ValidationReport(source='{} (split {!r})'.format(root, split),
+                              on_bad_image=on_bad_image)
     items = _collect_items(root, split, val_fraction, seed, report)
     if classes is None:
         classes = discover_classes([xml for _, xml, _ in items])
@@ -559,7 +633,30 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
         if record is not None:
             records.append(record)
     report.set_dataset(records, classes)
+    _check_dataset_level(root, split, records, len(items), report)
     return records, classes, report
+
+
+def _check_dataset_level(root, split, records, num_items, report):
+    """Problems of the whole split: shared images, classes without objects, emptiness."""
+    claims = {}
+    for record in records:
+        claims.setdefault(record.image_path, []).append(record.annotation_path)
+    for image_path, annotations in claims.items():
+        if len(annotations) > 1:
+            report.add('image_shared', 'warning', image_path,
+                       'used by {} annotations: {}'.format(len(annotations), ', '.join(
+                           os.path.basename(a) for a in annotations)))
+    if records:
+        for name, count in report.objects_per_class.items():
+            if count == 0:
+                report.add('class_without_objects', 'warning', root,
+                           'class {!r} has no object in split {!r}: it has no ground truth, '
+                           'evaluation excludes it from mAP'.format(name, split))
+    elif not report.fatal():
+        report.add('empty_split', 'fatal', root, 'split {!r} has no usable annotation ({} ids '
+                   'listed{}): nothing to train or evaluate on'.format(
+                       split, num_items, ', every image skipped' if num_items else ''))
 
 
 def _normalized_classes(classes):
@@ -574,8 +671,9 @@ def _normalized_classes(classes):
 class DetectionDataset(mx.gluon.data.Dataset):
     """A Gluon dataset over validated :class:`Record` s.
 
-    ``dataset[i]`` is ``(img, label)``: ``img`` an ``mx.nd.NDArray`` (H, W, 3) uint8 RGB (grayscale
-    and CMYK files are converted by the decoder), ``label`` a float32 array (N, 6) of
+    ``dataset[i]`` is ``(img, label)``: ``img`` an ``mx.nd.NDArray`` (H, W, 3) uint8 RGB, the
+    stored pixels as :func:`~gluon_distill.data.images.read_image` decodes them (grayscale and
+    CMYK files are converted, EXIF orientation ignored), ``label`` a float32 array (N, 6) of
     ``xmin, ymin, xmax, ymax, class, difficult`` in 0-based pixels. With ``transform`` the item
     is ``transform(img, label)``, as in GluonCV.
     """
@@ -594,7 +692,7 @@ class DetectionDataset(mx.gluon.data.Dataset):
 
     def __getitem__(self, idx):
         record = self.records[idx]
-        img = mx.image.imread(record.image_path, 1)
+        img = mx.nd.array(read_image(record.image_path), dtype=np.uint8)
         label = record.label_array()
         if self._transform is not None:
             return self._transform(img, label)

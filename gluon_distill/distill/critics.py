@@ -48,31 +48,55 @@ class SpectralNormConv2D(nn.HybridBlock):
             self.u.data(ctx)[:] = u_new
 
 
+CRITICS = ('bn', 'plain', 'spectral')
+
+
 class Critic(nn.HybridBlock):
-    """Down-sampling convolutions to one scalar per image; no BatchNorm (a WGAN critic must
-    not couple the samples of a batch), LeakyReLU(0.2).
+    """Down-sampling convolutions to one scalar per image, LeakyReLU(0.2).
 
     A 1x1 convolution brings the map to ``width`` channels, then ``ceil(log2(size))`` 3x3
     stride-2 convolutions take ``size x size`` down to 1 x 1 (16 -> 8 -> 4 -> 2 -> 1 as in the
     paper's drawing), and a 1x1 convolution gives the score.
 
-    ``spectral=True`` uses :class:`SpectralNormConv2D` layers (no clipping needed).
+    ``kind`` (``distill.critic``):
+
+    * ``bn``: the reference WGAN critic (Arjovsky et al., ``DCGAN_D``): BatchNorm after every
+      stride-2 convolution (for a 1 x 1 map, which has none, after the first convolution).
+      Used with weight clipping of every trainable parameter (gamma and beta included,
+      running statistics never; see :func:`clip_weights`), real and fake maps as separate
+      batches, so each batch is normalised by its own statistics. The scores are
+      batch statistics of training mode; the running statistics are kept only for the
+      checkpoint (with several devices, per device within an epoch, averaged at epoch end
+      with the other networks' statistics).
+    * ``plain``: the same convolutions without normalisation, clipped only.
+    * ``spectral``: :class:`SpectralNormConv2D` layers, no normalisation, no clipping.
 
     Input ``(B, C, size, size)``; output ``(B,)``. With ``in_channels`` (C) every parameter
     has its shape at ``initialize`` (none deferred to the first forward pass), so a trainer
     can load saved optimizer state (``--resume``) before any forward pass.
     """
 
-    def __init__(self, size, width=512, in_channels=0, spectral=False, **kwargs):
+    def __init__(self, size, width=512, in_channels=0, kind='plain', **kwargs):
         super(Critic, self).__init__(**kwargs)
+        if kind not in CRITICS:
+            raise ValueError('distill.critic: expected one of {}, got {!r}'.format(
+                ', '.join(CRITICS), kind))
         self.size = size
-        conv = SpectralNormConv2D if spectral else nn.Conv2D
+        conv = SpectralNormConv2D if kind == 'spectral' else nn.Conv2D
         with self.name_scope():
             self.body = nn.HybridSequential(prefix='')
-            self.body.add(conv(width, 1, in_channels=in_channels), nn.LeakyReLU(0.2))
-            for _ in range(int(math.ceil(math.log2(max(size, 1))))):
-                self.body.add(conv(width, 3, strides=2, padding=1, in_channels=width),
-                              nn.LeakyReLU(0.2))
+            downs = int(math.ceil(math.log2(max(size, 1))))
+            self.body.add(conv(width, 1, in_channels=in_channels))
+            if kind == 'bn' and downs == 0:
+                # a 1x1 map has no down-sampling convolution to normalise: without this its
+                # critic would be the only one whose scale follows its input's
+                self.body.add(nn.BatchNorm(in_channels=width))
+            self.body.add(nn.LeakyReLU(0.2))
+            for _ in range(downs):
+                self.body.add(conv(width, 3, strides=2, padding=1, in_channels=width))
+                if kind == 'bn':
+                    self.body.add(nn.BatchNorm(in_channels=width))
+                self.body.add(nn.LeakyReLU(0.2))
             self.body.add(conv(1, 1, in_channels=width))
 
     def hybrid_forward(self, F, x):
@@ -82,13 +106,13 @@ class Critic(nn.HybridBlock):
 class CriticSet(nn.HybridBlock):
     """One :class:`Critic` per paired scale. Input: K maps; output: list of K ``(B,)`` scores."""
 
-    def __init__(self, sizes, width=512, channels=None, spectral=False, **kwargs):
+    def __init__(self, sizes, width=512, channels=None, kind='plain', **kwargs):
         super(CriticSet, self).__init__(**kwargs)
         channels = channels or [0] * len(sizes)
         self.critics = nn.HybridSequential(prefix='')
         with self.name_scope():
             for size, c in zip(sizes, channels):
-                self.critics.add(Critic(size, width, c, spectral))
+                self.critics.add(Critic(size, width, c, kind))
 
     def hybrid_forward(self, F, *maps):
         return [critic(x) for critic, x in zip(self.critics, maps)]
@@ -104,10 +128,15 @@ class CriticSet(nn.HybridBlock):
 def clip_weights(params, clip, ctx_list):
     """WGAN weight clipping, in place on every device copy (no KVStore round trip).
 
+    Every trainable parameter is clipped, BatchNorm's gamma and beta included (as the
+    reference WGAN code clamps all of ``netD.parameters()``); parameters without a gradient
+    (BatchNorm running mean and variance) are statistics, not weights, and are left alone.
     With ``update_on_kvstore=False`` each device holds its own copy, updated identically;
     clipping each copy keeps them identical without asking the KVStore to re-broadcast.
     """
     for param in params.values():
+        if param.grad_req == 'null':
+            continue
         for ctx in ctx_list:
             data = param.data(ctx)
             mx.nd.clip(data, -clip, clip, out=data)

@@ -24,7 +24,7 @@ from ..data.loader import DevicePrepare
 from ..engine.loss import MultiBoxLoss
 from ..engine.steps import make_trainer
 from ..models.ssd import ssd_head
-from .critics import CriticSet, clip_weights
+from .critics import CRITICS, CriticSet, clip_weights
 
 
 class GANDistiller:
@@ -53,25 +53,28 @@ class GANDistiller:
         Weight of the adversarial term in the student's loss (Eq. 1: 1).
     gan_epochs : int
         After this many epochs the adversarial term and critic updates stop (-1: never).
-    critic_norm : str
-        ``clip`` (WGAN weight clipping, the paper) or ``spectral`` (spectral normalisation of
-        every critic layer; ``clip`` is then ignored).
+    critic : str
+        ``bn`` (the reference WGAN critic: BatchNorm after each stride-2 convolution, every
+        trainable parameter clipped, gamma/beta included), ``plain`` (no normalisation,
+        clipped) or ``spectral`` (spectral normalisation of every layer; ``clip`` is then
+        ignored). See :class:`~gluon_distill.distill.critics.Critic`.
     """
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
                  n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None,
-                 critic_norm='clip'):
-        if critic_norm not in ('clip', 'spectral'):
-            raise ValueError('distill.critic_norm: expected clip or spectral, got {!r}'.format(
-                critic_norm))
+                 critic='bn'):
+        if critic not in CRITICS:
+            raise ValueError('distill.critic: expected one of {}, got {!r}'.format(
+                ', '.join(CRITICS), critic))
         self.pairs = list(pairs)
         self.ctx_list = list(ctx_list)
-        self.spectral = critic_norm == 'spectral'
+        self.kind = critic
+        self.spectral = critic == 'spectral'
         self.clip = 0.0 if self.spectral else clip
         self.n_critic = n_critic
         self.adv_weight = adv_weight
         self.gan_epochs = gan_epochs
-        self.critics = CriticSet(sizes, width, channels, spectral=self.spectral)
+        self.critics = CriticSet(sizes, width, channels, kind=critic)
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
         # then clip in place (a kvstore-held weight would be re-broadcast over the clipped one)
@@ -92,7 +95,9 @@ class GANDistiller:
 
     def critic_forward_backward(self, teacher_maps, student_maps, batch_total):
         """One critic gradient on every device. ``*_maps``: per device, the paired maps
-        (student maps detached). Returns per device ``(real (K,), fake (K,))`` score sums."""
+        (student maps detached). Teacher and student maps go through the critics as two
+        separate batches (with the ``bn`` critic each is normalised by its own statistics, as
+        in the reference WGAN code). Returns per device ``(real (K,), fake (K,))`` score sums."""
         out = []
         with autograd.record():
             losses = []
@@ -124,8 +129,8 @@ class StudentForward(nn.HybridBlock):
 
     GluonCV's ``SSD.__call__`` never returns features, so this composes the SSD's own parts
     (:func:`~gluon_distill.models.ssd.ssd_head`): ``features`` -> (critic adapters) -> maps
-    for the critics, and the SSD's predictors over the head's input maps. Output: ``K`` maps, then ``cls_preds (B, N, C+1)``,
-    ``box_preds (B, N, 4)``.
+    for the critics, and the SSD's predictors over the head's input maps. Output: ``K`` maps,
+    then ``cls_preds (B, N, C+1)``, ``box_preds (B, N, 4)``.
     """
 
     def __init__(self, ssd, critic_adapters=None, **kwargs):

@@ -1,10 +1,13 @@
 """Wiring of a distillation run: the plain run's loop and hooks with the distillation step."""
+import json
+import math
 import os
 
 from .. import _compat  # noqa: F401
 
 from ..data.loader import TrainLoader
 from ..engine.checkpoint import save_params
+from ..engine.divergence import DivergenceStop
 from ..engine.loop import HookBase
 from ..engine.steps import DetectionStep, make_trainer
 from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
@@ -12,6 +15,7 @@ from ..models.ssd import anchors_of, ModelError
 from ..training import (prepare_run, seed_everything, make_evaluate, standard_hooks, run_loop,
                         check_resume_compatible, data_record, write_summary)
 from .build import load_teacher, check_teacher, plan_student, describe_layout
+from .critics import CRITICS
 from .gan import GANDistiller, DistillStep
 from .student import fold
 
@@ -42,9 +46,10 @@ class CriticWatch(HookBase):
         self.warned = True
         self.logger.warning(
             'critic scores are running away (|Loss_D| = %.1f at iteration %d): the adversarial '
-            'term may drown the SSD loss. If the validation mAP falls, try '
-            '--set distill.critic_norm=spectral --set distill.adv_weight=0.01 (see README, '
-            'Mini-reproduction).', abs(loss_d), self.loop.iteration)
+            'term may drown the SSD loss. If the validation mAP falls, use the reference WGAN '
+            'critic --set distill.critic=bn, or --set distill.critic=spectral --set '
+            'distill.adv_weight=0.01 (see README, Method notes).', abs(loss_d),
+            self.loop.iteration)
 
 
 def student_spec(plan, classes, model_cfg, prov, data, folded=False):
@@ -60,14 +65,99 @@ def student_spec(plan, classes, model_cfg, prov, data, folded=False):
                       'distilled_ssd', extra)
 
 
+# the former ``distill.critic_norm`` values and the ``distill.critic`` they mean
+LEGACY_CRITIC_NORM = {'clip': 'plain', 'spectral': 'spectral'}
+
+
 def check_distill_options(d):
-    """Fail on a bad ``distill`` section before any data or network is loaded."""
-    choices = {'method': METHODS, 'adv_optimizer': ('shared', 'adam'),
-               'critic_norm': ('clip', 'spectral')}
+    """Fail on a bad ``distill`` section before any data or network is loaded.
+
+    The former key ``critic_norm`` (``clip`` | ``spectral``) still works and is rewritten into
+    ``critic`` (``clip`` was the un-normalised clipped critic, now ``plain``); returns the notes
+    to log about it.
+    """
+    notes = []
+    if d.critic_norm:
+        if d.critic_norm not in LEGACY_CRITIC_NORM:
+            raise ModelError('distill.critic_norm: {!r} is not a critic; the key is replaced by '
+                             'distill.critic: one of {}'.format(d.critic_norm,
+                                                                ', '.join(CRITICS)))
+        notes.append('distill.critic_norm={} is deprecated: read as distill.critic={} (the '
+                     'default is now bn)'.format(d.critic_norm,
+                                                 LEGACY_CRITIC_NORM[d.critic_norm]))
+        d.critic = LEGACY_CRITIC_NORM[d.critic_norm]
+        d.critic_norm = ''
+    choices = {'method': METHODS, 'adv_optimizer': ('shared', 'adam'), 'critic': CRITICS}
     for key, allowed in choices.items():
         if getattr(d, key) not in allowed:
             raise ModelError('distill.{}: expected one of {}, got {!r}'.format(
                 key, ', '.join(allowed), getattr(d, key)))
+    return notes
+
+
+def _teacher_reference_map(teacher_source):
+    """The teacher's validation mAP from ``best.json`` beside its weights, if there is one."""
+    path = os.path.join(os.path.dirname(os.path.abspath(teacher_source)), 'best.json')
+    if not os.path.isfile(teacher_source) or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f).get('mAP')
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# a last-epoch mAP below this fraction of the run's best (a collapse), or of the teacher's
+# mAP (a student that never learned), is not a usable detector
+COLLAPSE_FRACTION = 0.1
+
+
+def deliverables(out, summary, teacher_map=None):
+    """Which file holds which epoch with which validation mAP, and whether the run collapsed.
+
+    Adds ``files`` (name -> {epoch, mAP}) and ``collapsed`` (None or the reason) to
+    ``summary``; returns the final line the tool prints.
+    """
+    best = None
+    path = os.path.join(out, 'best.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            best = json.load(f)
+    last_epoch = summary['epochs'] - 1
+    last_map = summary.get('last_mAP')
+    files = {'last.params': {'epoch': last_epoch, 'mAP': last_map},
+             'student.params': {'epoch': last_epoch, 'mAP': last_map}}
+    if best is not None:
+        files['best.params'] = {'epoch': best['epoch'], 'mAP': best['mAP']}
+    summary['files'] = files
+    collapsed = None
+    if best is not None and last_map is not None and best['mAP'] >= 0.05 and \
+            last_map < COLLAPSE_FRACTION * best['mAP']:
+        collapsed = 'validation mAP COLLAPSED from {:.4f} (epoch {}) to {:.4f}'.format(
+            best['mAP'], best['epoch'], last_map)
+    elif teacher_map is not None and last_map is not None and teacher_map >= 0.05 and \
+            last_map < COLLAPSE_FRACTION * teacher_map:
+        collapsed = "last-epoch validation mAP {:.4f} is below {:g} x the teacher's " \
+            "{:.4f}".format(last_map, COLLAPSE_FRACTION, teacher_map)
+    summary['collapsed'] = collapsed
+
+    def fmt(v):
+        return 'n/a' if v is None else '{:.4f}'.format(v)
+    where = os.path.join(out, '')
+    parts = []
+    if best is not None:
+        parts.append('best.params = epoch {} (validation mAP {}, the best epoch)'.format(
+            best['epoch'], fmt(best['mAP'])))
+    parts.append('last.params = student.params = epoch {} (validation mAP {}, the last '
+                 'epoch)'.format(last_epoch, fmt(last_map)))
+    files_line = '; '.join(parts)
+    if collapsed:
+        return ('{}: not a usable detector (with GAN distillation, check the critic scores '
+                'W0..Wk in {}metrics.jsonl). Files in {}: {}'.format(
+                    collapsed, where, where, files_line))
+    return 'student (standalone with {}model.json, no teacher needed): {}'.format(
+        where, files_line)
 
 
 def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_trainers):
@@ -77,7 +167,7 @@ def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_traine
                              d.critic_beta1, d.n_critic, d.adv_weight, d.gan_epochs,
                              kv or 'device',
                              channels=[plan.teacher_channels[j] for _, j in plan.pairs],
-                             critic_norm=d.critic_norm)
+                             critic=d.critic)
     lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
     adv_trainer = None
     if d.adv_optimizer == 'adam':
@@ -91,8 +181,10 @@ def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_traine
 def train_distilled(cfg, argv=None):
     """Distil ``cfg.teacher`` into the student ``cfg.model`` as ``cfg.distill`` says."""
     d, t, m = cfg.distill, cfg.train, cfg.model
-    check_distill_options(d)
+    notes = check_distill_options(d)
     run = prepare_run(cfg, argv)
+    for note in notes:
+        run.logger.warning(note)
     seed_everything(t.seed)
     classes = run.data.classes
     teacher = load_teacher(cfg.teacher, m, classes, run.ctx)
@@ -133,14 +225,23 @@ def train_distilled(cfg, argv=None):
     if t.hybridize:
         student.hybridize(static_alloc=True, static_shape=True)
     evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
-    hooks = [EpochToStep(), CriticWatch(run.logger)] + standard_hooks(run, step, evaluate,
-                                                                       lr_trainers)
+    hooks = [EpochToStep(), CriticWatch(run.logger)]
+    if d.divergence_stop:
+        hooks.append(DivergenceStop(t.log_interval, d.adv_weight if d.method == 'gan' else 0.0,
+                                    out_dir=run.out))
+    hooks += standard_hooks(run, step, evaluate, lr_trainers)
+    if d.method == 'gan':
+        run.logger.info('critics: %s, width %d, clip %g, adversarial weight %g', d.critic,
+                        d.critic_width, 0 if d.critic == 'spectral' else d.clip, d.adv_weight)
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
                     t.batch_size, len(run.ctx))
     summary = run_loop(run, step, loader, hooks)
     save_params(os.path.join(run.out, 'student.params'), student)
     summary['student'] = os.path.join(run.out, 'student.params')
+    summary['final_line'] = deliverables(run.out, summary, _teacher_reference_map(teacher.source))
+    if summary['collapsed']:
+        run.logger.warning(summary['final_line'])
     if d.fold_adapters and plan.head == 'teacher':
         folded_dir = os.path.join(run.out, 'folded')
         save_params(os.path.join(folded_dir, 'student.params'), fold(student, run.ctx))

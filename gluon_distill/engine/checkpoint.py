@@ -4,10 +4,14 @@ A checkpoint bundles every parameter group (``net``; ``student``, ``adapters``, 
 ``critics`` in a distillation run), every optimizer state, and a JSON ``meta`` record (epoch,
 iteration, best metric, seed) into one ``mx.nd.save`` file. It is written to a temporary file
 and renamed over the old one, so a crash or Ctrl-C at any moment leaves the previous checkpoint
-whole.
+whole. The checkpoint it replaces is kept as ``prev.ckpt`` (see :func:`save_checkpoint`): a
+``last.ckpt`` damaged later (a truncated copy) still leaves one good checkpoint to resume from.
+A write that fails (full disk, read-only folder) raises :class:`WriteError`, one line naming the
+file and the free space.
 """
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -24,6 +28,57 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not fit the network."""
 
 
+class WriteError(CheckpointError, OSError):
+    """A file of a run could not be written (full disk, read-only folder); the file it would
+    have replaced is intact."""
+
+
+def mxnet_reason(error):
+    """The one informative line of an MXNet error (its text starts with a C++ traceback)."""
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    for line in reversed(lines):
+        if line.startswith('MXNetError:'):
+            return line[len('MXNetError:'):].strip()
+    return lines[-1] if lines else type(error).__name__
+
+
+def format_bytes(n):
+    for unit in ('B', 'KB', 'MB', 'GB'):
+        if n < 1024 or unit == 'GB':
+            return '{:.0f} {}'.format(n, unit) if unit == 'B' else '{:.1f} {}'.format(n, unit)
+        n /= 1024.0
+    return '{:.1f} TB'.format(n)
+
+
+def free_space(path):
+    """Free bytes on the file system holding ``path`` (None when unknown)."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return None
+
+
+def write_error(path, error):
+    """:class:`WriteError` for a failed write of ``path``: the reason and the free space."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = os.strerror(error.errno)
+    elif isinstance(error, OSError):
+        reason = str(error) or 'write failed'
+    else:  # MXNet's C++ writer: "Check failed: ...: FileStream.Write incomplete"
+        reason = mxnet_reason(error).rsplit(': ', 1)[-1]
+    free = free_space(path)
+    if free is not None and free < (1 << 20) and 'space' not in reason:
+        reason = 'the disk is full ({})'.format(reason)
+    where = '' if free is None else '; {} free on that disk'.format(format_bytes(free))
+    return WriteError('cannot write {}: {}{}'.format(path, reason, where))
+
+
+def _default_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _bytes_to_nd(data):
     return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype='uint8', ctx=mx.cpu())
 
@@ -32,20 +87,35 @@ def _nd_to_bytes(arr):
     return arr.asnumpy().astype(np.uint8).tobytes()
 
 
-def atomic_write(path, write_fn):
-    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``."""
+def atomic_write(path, write_fn, previous=None):
+    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``.
+
+    With ``previous``, the file ``path`` held so far is renamed to ``previous`` first (only once
+    the new content is safely on disk). A failed write raises :class:`WriteError` and leaves
+    ``path`` (and ``previous``) as they were.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    except OSError as e:
+        raise write_error(path, e) from None
     os.close(fd)
     try:
         write_fn(tmp)
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600 files
+        if previous is not None and os.path.exists(path):
+            os.replace(path, previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, WriteError):
+            raise
+        if isinstance(e, (OSError, mx.base.MXNetError)):
+            raise write_error(path, e) from None
         raise
 
 
@@ -79,12 +149,17 @@ def load_block_arrays(block, arrays, source):
 
 def trainer_state_bytes(trainer):
     """The optimizer state of a Gluon Trainer as bytes (via its own save_states)."""
-    fd, tmp = tempfile.mkstemp(suffix='.states')
+    try:
+        fd, tmp = tempfile.mkstemp(suffix='.states')
+    except OSError as e:
+        raise write_error(os.path.join(tempfile.gettempdir(), 'tmp.states'), e) from None
     os.close(fd)
     try:
         trainer.save_states(tmp)
         with open(tmp, 'rb') as f:
             return f.read()
+    except (OSError, mx.base.MXNetError) as e:
+        raise write_error(tmp, e) from None
     finally:
         os.remove(tmp)
 
@@ -100,9 +175,9 @@ def load_trainer_state_bytes(trainer, data):
         os.remove(tmp)
 
 
-def save_checkpoint(path, blocks, trainers, meta):
+def save_checkpoint(path, blocks, trainers, meta, previous=None):
     """Write ``blocks`` (name -> Block), ``trainers`` (name -> Trainer) and ``meta`` (JSON-able
-    dict) to one file, atomically."""
+    dict) to one file, atomically; with ``previous``, the replaced checkpoint is kept there."""
     payload = {}
     for group, block in blocks.items():
         for name, arr in block_arrays(block).items():
@@ -110,7 +185,7 @@ def save_checkpoint(path, blocks, trainers, meta):
     for group, trainer in trainers.items():
         payload[_OPTIM + group] = _bytes_to_nd(trainer_state_bytes(trainer))
     payload[_META] = _bytes_to_nd(json.dumps(meta).encode('utf-8'))
-    atomic_write(path, lambda tmp: mx.nd.save(tmp, payload))
+    atomic_write(path, lambda tmp: mx.nd.save(tmp, payload), previous=previous)
 
 
 def read_checkpoint(path):
@@ -120,8 +195,9 @@ def read_checkpoint(path):
     try:
         payload = mx.nd.load(path)
     except mx.base.MXNetError as e:
-        raise CheckpointError('cannot read checkpoint {}: {}'.format(
-            path, str(e).splitlines()[0]))
+        raise CheckpointError('cannot read checkpoint {} ({}, {}): it is truncated or not a '
+                              'checkpoint'.format(path, mxnet_reason(e),
+                                                  format_bytes(os.path.getsize(path))))
     params, optim = {}, {}
     for key, arr in payload.items():
         if key.startswith(_PARAM):

@@ -8,7 +8,7 @@ import time
 
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint, save_params, atomic_write_text
+from .checkpoint import save_checkpoint, save_params, atomic_write_text, write_error
 from .loop import HookBase
 
 LOGGER_NAME = 'gluon_distill'
@@ -24,6 +24,24 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """``train.log``; if it cannot be written (full disk) it says so once on stderr and stops,
+    instead of printing a traceback for every later line (the console still gets them)."""
+
+    def handleError(self, record):
+        if getattr(self, 'failed', False):
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        print('warning: {}; train.log stops here, the console log goes on'.format(
+            write_error(self.baseFilename, error) if isinstance(error, OSError) else error),
+            file=sys.stderr)
+
+    def emit(self, record):
+        if not getattr(self, 'failed', False):
+            super().emit(record)
+
+
 def setup_logging(out_dir=None, level=logging.INFO):
     """The package logger, to the console and (when given) ``out_dir/train.log``."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -37,7 +55,7 @@ def setup_logging(out_dir=None, level=logging.INFO):
     logger.addHandler(console)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        to_file = logging.FileHandler(os.path.join(out_dir, 'train.log'))
+        to_file = _LogFileHandler(os.path.join(out_dir, 'train.log'))
         to_file.setFormatter(fmt)
         logger.addHandler(to_file)
     logger.propagate = False
@@ -49,14 +67,52 @@ class TrainingDiverged(RuntimeError):
 
 
 class JsonlWriter:
-    """Appends one JSON object per line to ``path`` (metrics.jsonl)."""
+    """Appends one JSON object per line to ``path`` (metrics.jsonl). A line that cannot be
+    written whole (full disk) is taken back and raises :class:`~.checkpoint.WriteError`."""
 
     def __init__(self, path):
         self.path = path
 
     def write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record, allow_nan=False, default=_json_default) + '\n')
+        line = json.dumps(record, allow_nan=False, default=_json_default) + '\n'
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            with open(self.path, 'a') as f:
+                f.write(line)
+                f.flush()
+        except OSError as e:
+            try:
+                os.truncate(self.path, size)  # no half line for the next reader
+            except OSError:
+                pass
+            raise write_error(self.path, e) from None
+
+
+def truncate_metrics(path, last_epoch):
+    """Drop the records of epochs after ``last_epoch`` from ``metrics.jsonl`` (and a torn last
+    line): what a run logged after its last checkpoint before it was killed or failed, and
+    will log again when resumed. Truncates in place, so it works on a full disk too.
+
+    Returns the number of records dropped.
+    """
+    if not os.path.exists(path):
+        return 0
+    keep_bytes, dropped = 0, 0
+    with open(path, 'rb') as f:
+        lines = f.readlines()
+    for i, raw in enumerate(lines):
+        try:
+            record = json.loads(raw.decode('utf-8'))
+            epoch = int(record.get('epoch', -1))
+        except (ValueError, AttributeError, TypeError):
+            record, epoch = None, None
+        if record is None or epoch > last_epoch or not raw.endswith(b'\n'):
+            dropped = len(lines) - i
+            break
+        keep_bytes += len(raw)
+    if dropped:
+        os.truncate(path, keep_bytes)
+    return dropped
 
 
 def _json_default(value):
@@ -223,32 +279,76 @@ class EvalHook(HookBase):
 
 class CheckpointHook(HookBase):
     """After every epoch: ``last.ckpt`` (every group, optimizer state, epoch, best metric;
-    what ``--resume`` reads), ``last.params`` (the deployable detector) and, when validation
-    mAP improved, ``best.params`` and ``best.json``. All written atomically."""
+    what ``--resume`` reads; the one it replaces becomes ``prev.ckpt``), ``last.params`` (the
+    deployable detector) and, when validation mAP improved, ``best.params`` and ``best.json``
+    (its epoch and mAP). All written atomically.
+
+    ``best`` / ``best_epoch`` and ``last_epoch`` / ``last_mAP`` say which epoch each ``.params``
+    file holds and its validation mAP.
+    """
 
     def __init__(self, out_dir, step, meta=None, best=-1.0, logger=None):
         self.out_dir = out_dir
         self.step = step
         self.meta = dict(meta or {})
         self.best = best
+        self.best_epoch = None
+        self.last_epoch = None
+        self.last_mAP = None
         self.logger = logger or logging.getLogger(LOGGER_NAME)
 
     @property
     def last_path(self):
         return os.path.join(self.out_dir, 'last.ckpt')
 
+    @property
+    def prev_path(self):
+        return os.path.join(self.out_dir, 'prev.ckpt')
+
+    def restore(self, meta):
+        """Continue the record of a resumed run from its checkpoint's ``meta``."""
+        self.best = meta.get('best_mAP', -1.0)
+        self.best_epoch = meta.get('best_epoch')
+        self.last_epoch = meta.get('epoch')
+        self.last_mAP = meta.get('last_mAP')
+
     def after_epoch(self):
         loop = self.loop
         metric = loop.metrics.get('mAP') if loop.metrics else None
         improved = metric is not None and math.isfinite(metric) and metric > self.best
-        if improved:
-            self.best = metric
-        meta = dict(self.meta, epoch=loop.epoch, iteration=loop.iteration, best_mAP=self.best,
-                    last_mAP=_finite_or_none(metric))
-        save_checkpoint(self.last_path, self.step.blocks(), self.step.trainers(), meta)
+        best, best_epoch = (metric, loop.epoch) if improved else (self.best, self.best_epoch)
+        meta = dict(self.meta, epoch=loop.epoch, iteration=loop.iteration, best_mAP=best,
+                    best_epoch=best_epoch, last_mAP=_finite_or_none(metric))
+        save_checkpoint(self.last_path, self.step.blocks(), self.step.trainers(), meta,
+                        previous=self.prev_path)
         save_params(os.path.join(self.out_dir, 'last.params'), self.step.detector)
+        self.last_epoch, self.last_mAP = loop.epoch, _finite_or_none(metric)
         if improved:
             save_params(os.path.join(self.out_dir, 'best.params'), self.step.detector)
             atomic_write_text(os.path.join(self.out_dir, 'best.json'),
-                              json.dumps({'epoch': loop.epoch, 'mAP': metric}))
+                              json.dumps({'file': 'best.params', 'epoch': loop.epoch,
+                                          'iteration': loop.iteration, 'mAP': metric}))
+            self.best, self.best_epoch = best, best_epoch
             self.logger.info('[epoch %d] new best mAP %.4f -> best.params', loop.epoch, metric)
+
+
+class PlotHook(HookBase):
+    """When training ends (finished, interrupted or stopped by an error): ``OUT/curves.png``
+    from the run's whole ``metrics.jsonl`` (a resumed run's too). A plot that fails is a
+    warning, never the run's end."""
+
+    def __init__(self, out_dir, logger=None):
+        self.out_dir = out_dir
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+
+    def after_train(self):
+        if not os.path.exists(os.path.join(self.out_dir, 'metrics.jsonl')):
+            return
+        try:
+            from ..viz import plot_run_folder
+            path = plot_run_folder(self.out_dir)
+        except Exception as e:  # noqa: BLE001 (a plot must not mask the run's own outcome)
+            self.logger.warning('could not plot %s: %s', os.path.join(self.out_dir, 'curves.png'),
+                                str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return
+        self.logger.info('curves: %s', path)

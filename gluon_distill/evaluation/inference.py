@@ -23,10 +23,17 @@ def prepare_for_training(net):
     net.set_nms(nms_thresh=net.nms_thresh, nms_topk=net.nms_topk, post_nms=net.post_nms)
 
 
+def clip_boxes(boxes, width, height):
+    """``(K, 4)`` corner boxes clipped to the 0-based pixels of a ``width`` x ``height`` image."""
+    limits = np.array([width - 1, height - 1] * 2, np.float32)
+    return np.clip(boxes, 0, limits).astype(np.float32)
+
+
 def predict(net, dataset, data_shape, mean, std, ctx_list, batch_size=16, num_workers=0,
             progress=None):
     """Yield ``(record, boxes (K, 4), labels (K,), scores (K,))`` per image of ``dataset``,
-    boxes in the original image's 0-based pixels, padding (label -1) removed."""
+    boxes in the original image's 0-based pixels clipped to it (``[0, width - 1]`` x
+    ``[0, height - 1]``, as the devkit's files expect), padding (label -1) removed."""
     loader = val_loader(dataset, data_shape, batch_size, mean, std, num_workers)
     for images, indices in loader:
         parts = gluon.utils.split_and_load(images, ctx_list, even_split=False)
@@ -38,7 +45,8 @@ def predict(net, dataset, data_shape, mean, std, ctx_list, batch_size=16, num_wo
             record = dataset.record(index)
             keep = ids[i] >= 0
             scale = np.array([record.width, record.height] * 2, np.float32) / data_shape
-            yield record, boxes[i][keep] * scale, ids[i][keep].astype(int), scores[i][keep]
+            yield (record, clip_boxes(boxes[i][keep] * scale, record.width, record.height),
+                   ids[i][keep].astype(int), scores[i][keep])
         if progress is not None:
             progress.update(len(indices))
 

@@ -11,6 +11,7 @@ from ..data.datasets import load_split, resolve_root
 from ..data.voc import DetectionDataset
 from ..engine.devices import parse_ctx
 from ..models.io import load_detector
+from ..outdir import ensure_writable_dir
 from .inference import evaluate_detector, prepare_for_inference
 from .voc07 import format_ap_table, save_metrics_json
 
@@ -36,9 +37,12 @@ def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_si
                     iou_thresh=0.5, progress=True, logger=None):
     """VOC07 mAP of the detector at ``params_path``; returns ``(result, table_text)``.
 
-    With ``save_dir``: ``metrics.json`` and the devkit's ``results/comp4_det_<split>_<class>.txt``.
+    With ``save_dir``: ``metrics.json`` and the devkit's ``results/comp4_det_<split>_<class>.txt``;
+    the folder is checked writable first, before the model and data are loaded.
     """
     logger = logger or logging.getLogger('gluon_distill')
+    if save_dir:
+        ensure_writable_dir(save_dir, '--save-dir folder')
     ctx_list = parse_ctx(ctx)
     net, spec = load_detector(params_path, ctx_list)
     classes = spec['classes']

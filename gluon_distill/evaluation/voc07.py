@@ -213,19 +213,24 @@ def _rows_to_arrays(rows):
     return boxes, labels, scores
 
 
+NO_GROUND_TRUTH = 'no ground truth: excluded from mAP'
+
+
 def format_ap_table(result, classes):
     """Aligned table ``class  #gt  #det  AP`` of an :meth:`~VOC07Evaluator.evaluate` result.
 
-    The last line is ``mAP=0.xxxx`` (4 decimals; ``mAP=nan`` when no class has positives).
+    A class without non-difficult ground truth (AP NaN) shows :data:`NO_GROUND_TRUTH` in its
+    AP column. The last line is ``mAP=0.xxxx`` (4 decimals, the mean over the classes with
+    ground truth; ``mAP=nan`` when no class has any).
     """
     names = [str(c) for c in classes]
     width = max([len('class')] + [len(n) for n in names])
     lines = ['%-*s %7s %7s %7s' % (width, 'class', '#gt', '#det', 'AP')]
     for name in names:
         ap = result['AP'][name]
-        ap_text = 'nan' if math.isnan(ap) else '%.4f' % ap
-        lines.append('%-*s %7d %7d %7s' % (width, name, result['num_gt'][name],
-                                          result['num_det'][name], ap_text))
+        ap_text = ' ' + NO_GROUND_TRUTH if math.isnan(ap) else '%7.4f' % ap
+        lines.append('%-*s %7d %7d %s' % (width, name, result['num_gt'][name],
+                                         result['num_det'][name], ap_text))
     lines.append('mAP=%.4f' % result['mAP'])
     return '\n'.join(lines)
 
