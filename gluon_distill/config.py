@@ -121,7 +121,6 @@ class DistillConfig:
     gan_epochs: int = -1
     init_head_from_teacher: bool = True
     fold_adapters: bool = False
-    divergence_stop: bool = True
 
 
 @dataclass
@@ -145,6 +144,7 @@ class TrainConfig:
     log_interval: int = 20
     val_interval: int = 1
     max_nonfinite: int = 10
+    divergence_stop: bool = True
     hybridize: bool = True
     progress: bool = True
 

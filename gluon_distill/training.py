@@ -25,6 +25,7 @@ from .engine.hooks import (setup_logging, JsonlWriter, LRScheduleHook, NonFinite
                            MetricsLogger, EvalHook, CheckpointHook, PlotHook,
                            truncate_metrics)
 from .engine.bn_sync import SyncDeviceStatistics
+from .engine.divergence import DivergenceStop
 from .engine.loop import TrainLoop
 from .engine.steps import DetectionStep, make_trainer, prepare_trainers
 from .evaluation.inference import evaluate_detector, prepare_for_inference, prepare_for_training
@@ -323,11 +324,15 @@ def train_detector(cfg, argv=None):
     loader = TrainLoader(run.data.train, arch.data_shape, anchors, t.batch_size, m.mean, m.std,
                          run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
                          pipeline=cfg.data.pipeline)
-    trainer = make_trainer(net.collect_params(), t.optimizer, t.lr, t.momentum, t.wd,
+    # a list in structural order: Gluon's Trainer sorts a ParameterDict by name, and names carry
+    # per-process counters (see GANDistiller's trainer)
+    trainer = make_trainer(list(net.collect_params().values()), t.optimizer, t.lr, t.momentum, t.wd,
                            t.kvstore if len(run.ctx) > 1 else None)
     step = DetectionStep(net, run.ctx, trainer, prepare=loader.prepare)
     evaluate = make_evaluate(run, net, arch.data_shape, m.mean, m.std)
     hooks = standard_hooks(run, step, evaluate, {'net': (trainer, t.lr)})
+    if t.divergence_stop:  # the SSD-loss rule only (no critics)
+        hooks.insert(0, DivergenceStop(min(t.log_interval, 10), 0.0, out_dir=run.out))
     run.logger.info('training %s (%s, %d px) for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', arch.network, 'from ' + m.params if m.params else 'new',
                     arch.data_shape, t.epochs, len(loader), t.batch_size, len(run.ctx))

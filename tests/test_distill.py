@@ -114,9 +114,12 @@ def _materialise_critics(distiller, step, batch):
 
 
 def _critic_gap(distiller, teacher_maps, student_maps):
-    """W = mean D(student) - mean D(teacher), summed over scales (the critics' objective)."""
-    fake = distiller.critic_scores(student_maps)
-    real = distiller.critic_scores(teacher_maps)
+    """W = mean D(student) - mean D(teacher), summed over scales (the critics' objective), as
+    training computes it: training mode, real and fake as separate batches (the default bn
+    critic normalises each by its own statistics)."""
+    with autograd.train_mode():
+        fake = distiller.critic_scores(student_maps)
+        real = distiller.critic_scores(teacher_maps)
     return float(sum(f.mean().asscalar() - r.mean().asscalar() for f, r in zip(fake, real)))
 
 

@@ -69,6 +69,15 @@ def test_exploding_critic_scores_stop_naming_the_scale():
     _feed(hook, [(5.0, 0.01)] * 12 + [(5.0, 2000.0)] * 12)
 
 
+def test_a_run_exploding_from_its_first_iterations_stops_after_three_windows():
+    """The reported run had |Loss_D| = 779 at iteration 2: no need to wait for the reference
+    windows before judging."""
+    hook = _hook()
+    with pytest.raises(Diverged):
+        _feed(hook, [(10.0, 800.0)] * 12)
+    assert hook.loop.iteration == 12
+
+
 def test_plain_critic_at_width_512_is_stopped_by_the_tool(synthetic_root, tmp_path, capsys):
     """The deliberately exploding configuration: the un-normalised clipped critic at the
     configs' width 512 (tiny networks, 64 px, the paper's clip/lr/weight). Its scores grow by
@@ -126,3 +135,27 @@ def test_collapsed_run_is_never_called_usable(tmp_path):
     line = deliverables(str(tmp_path / 'b'), summary, teacher_map=0.6814)
     assert "below 0.1 x the teacher's 0.6814" in line and 'not a usable detector' in line
     assert summary['collapsed']
+
+
+def test_plain_ssd_training_is_guarded_too(synthetic_root, tmp_path, monkeypatch):
+    """train_ssd.py's runs get the SSD-loss rule: a loss that explodes while staying finite
+    stops the run (here the step's reported losses are inflated after a few iterations)."""
+    import gluon_distill.training as training
+    real_run_step = training.DetectionStep.run_step
+    calls = []
+
+    def exploding(self, batch):
+        out = real_run_step(self, batch)
+        calls.append(1)
+        if len(calls) > 12:
+            out['CrossEntropy'] *= 1e6
+        return out
+    monkeypatch.setattr(training.DetectionStep, 'run_step', exploding)
+    cfg = tiny_config(synthetic_root, tmp_path / 'run', **{'train.epochs': 8,
+                                                             'train.log_interval': 2})
+    with pytest.raises(Diverged, match='SSD loss'):
+        train_detector(cfg)
+    assert len(calls) < 8 * 6  # stopped well before the end (6 iterations per epoch)
+    cfg = tiny_config(synthetic_root, tmp_path / 'off', **{'train.epochs': 3,
+                                                             'train.divergence_stop': False})
+    assert train_detector(cfg)['epochs'] == 3  # the switch turns it off

@@ -78,7 +78,11 @@ class GANDistiller:
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
         # then clip in place (a kvstore-held weight would be re-broadcast over the clipped one)
-        self.trainer = make_trainer(self.critics.collect_params(), 'adam', lr=lr, wd=0.0,
+        # a list, not the ParameterDict: Gluon's Trainer sorts a dict by parameter name, and
+        # names carry per-process counters ('criticset9_' sorts after 'criticset10_'), so a
+        # checkpoint's optimizer state, stored by index, could meet another order on resume
+        self.trainer = make_trainer(list(self.critics.collect_params().values()), 'adam',
+                                    lr=lr, wd=0.0,
                                     beta1=beta1, kvstore=kvstore if len(ctx_list) > 1 else None,
                                     update_on_kvstore=False)
 

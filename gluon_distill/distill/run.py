@@ -171,7 +171,8 @@ def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_traine
     lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
     adv_trainer = None
     if d.adv_optimizer == 'adam':
-        adv_trainer = make_trainer(params, 'adam', d.adv_lr, wd=0.0, beta1=d.adv_beta1,
+        adv_trainer = make_trainer(list(params.values()), 'adam', d.adv_lr, wd=0.0,
+                                   beta1=d.adv_beta1,
                                    kvstore=kv, update_on_kvstore=False)
         lr_trainers['adversarial'] = (adv_trainer, d.adv_lr)
     return DistillStep(plan.net, teacher.net.features, ctx, trainer, distiller,
@@ -208,7 +209,8 @@ def train_distilled(cfg, argv=None):
         params.update(plan.critic_adapters.collect_params())
     separate_adv = d.method == 'gan' and d.adv_optimizer == 'adam'
     # two trainers share the student's weights only if neither keeps them on the KVStore
-    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv,
+    # structural order (a list): see GANDistiller's trainer
+    trainer = make_trainer(list(params.values()), t.optimizer, t.lr, t.momentum, t.wd, kv,
                            update_on_kvstore=False if separate_adv else None)
     lr_trainers = {'net': (trainer, t.lr)}
     anchors = anchors_of(student, m.data_shape, run.ctx[0])
@@ -226,9 +228,10 @@ def train_distilled(cfg, argv=None):
         student.hybridize(static_alloc=True, static_shape=True)
     evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
     hooks = [EpochToStep(), CriticWatch(run.logger)]
-    if d.divergence_stop:
-        hooks.append(DivergenceStop(t.log_interval, d.adv_weight if d.method == 'gan' else 0.0,
-                                    out_dir=run.out))
+    if t.divergence_stop:
+        # windows of at most 10 iterations: a short run that explodes at once is still stopped
+        hooks.append(DivergenceStop(min(t.log_interval, 10),
+                                    d.adv_weight if d.method == 'gan' else 0.0, out_dir=run.out))
     hooks += standard_hooks(run, step, evaluate, lr_trainers)
     if d.method == 'gan':
         run.logger.info('critics: %s, width %d, clip %g, adversarial weight %g', d.critic,

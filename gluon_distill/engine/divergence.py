@@ -7,7 +7,8 @@ validated at mAP 0 and finished "normally". :class:`DivergenceStop` watches wind
 ``window`` iterations and stops the run when, for ``patience`` consecutive windows, either
 
 * **the SSD loss** (``CrossEntropy + SmoothL1``, window mean) is above ``loss_factor`` (10) times
-  its reference, the median of the first ``reference_windows`` (3) windows' means. SSD training
+  its reference, the lowest of the first ``reference_windows`` (3) windows' means (of those
+  seen so far, during the first windows). SSD training
   (and a distillation that starts from the teacher's head) lowers this loss; ten times its
   early level means the detector is being destroyed, not learning slowly. Or
 * **the critics' pull** ``adv_weight * sum_k |W_k|`` (window mean of the per-scale Wasserstein
@@ -15,8 +16,8 @@ validated at mAP 0 and finished "normally". :class:`DivergenceStop` watches wind
   log has ``|Loss_D|`` <= 14.08 against SSD losses of the same order (a ratio of about 2 at its
   first window, 0.01 later); our ``bn`` critics stay near 0.01. The clipped ``plain`` critic
   whose students never learned (mini-reproduction, width 64, mAP <= 0.02 at every epoch) held
-  40x to 120x for most of its windows; the reported real-photo run reached 80x at iteration 2
-  and 1e14x later. 20 leaves a margin of 10 over the authors' largest value.
+  40x to 120x for most of its windows (stopped at 114x); the reported real-photo run reached
+  80x at iteration 2 and 1e14x later. 20 leaves a margin of 10 over the authors' largest value.
 
 A single spike is not enough (``patience`` windows in a row, 3 by default). On a stop it raises
 :class:`Diverged` (a :class:`~gluon_distill.engine.hooks.TrainingDiverged`: the tools exit 2
@@ -24,7 +25,6 @@ with its one-line message naming the scale and the loss). The checkpoint hook on
 epoch ends, so the files on disk are those of the last finished epoch; the message names it.
 """
 import math
-import statistics
 
 from .hooks import TrainingDiverged
 from .loop import HookBase
@@ -53,7 +53,7 @@ class DivergenceStop(HookBase):
     patience : int
         Consecutive windows over a bound before stopping.
     reference_windows : int
-        Windows whose median SSD loss is the reference.
+        Windows whose lowest mean SSD loss is the reference.
     out_dir : str, optional
         Named in the message (where the last good checkpoint is).
     """
@@ -100,22 +100,27 @@ class DivergenceStop(HookBase):
     def check_window(self):
         loss = sum(self.losses) / len(self.losses)
         w = {k: sum(v) / len(v) for k, v in self.w.items()}
-        if self.reference is None:
+        reference = self.reference
+        if reference is None:
+            # until ``reference_windows`` windows exist, the lowest of those seen so far: a run
+            # that explodes from its first iterations (the reported one: |Loss_D| = 779 at
+            # iteration 2) is judged from its first window on, and its exploding windows do
+            # not raise its own reference
             self.early.append(loss)
-            if len(self.early) < self.reference_windows:
-                return
-            self.reference = max(statistics.median(self.early), 1e-6)
+            reference = max(min(self.early), 1e-6)
+            if len(self.early) >= self.reference_windows:
+                self.reference = reference
         pull = self.adv_weight * sum(abs(v) for v in w.values())
         reasons = []
-        if loss > self.loss_factor * self.reference:
+        if loss > self.loss_factor * reference:
             reasons.append('SSD loss (CrossEntropy + SmoothL1) {:.4g} is {:.3g}x its early '
-                           'median {:.4g} (bound {:g}x)'.format(
-                               loss, loss / self.reference, self.reference, self.loss_factor))
-        if pull > self.critic_factor * self.reference:
+                           'level {:.4g} (bound {:g}x)'.format(
+                               loss, loss / reference, reference, self.loss_factor))
+        if pull > self.critic_factor * reference:
             worst = max(w, key=lambda k: abs(w[k]))
             reasons.append('critic scores adv_weight * sum|W| = {:.4g}, {:.3g}x the early SSD '
                            'loss {:.4g} (bound {:g}x); largest at scale {}: {} = {:.4g}'.format(
-                               pull, pull / self.reference, self.reference, self.critic_factor,
+                               pull, pull / reference, reference, self.critic_factor,
                                worst[1:], worst, w[worst]))
         if not reasons:
             self.streak = 0
