@@ -69,7 +69,12 @@ def test_mxnet_export_round_trip_without_gluon_distill(models, tmp_path):
     # a fresh interpreter with only mxnet: SymbolBlock.imports, same detections
     x = verify_input(SIZE, info['mean'], info['std'], batch=2, seed=7)
     np.save(str(tmp_path / 'x.npy'), x)
-    code = ('import sys, numpy as np, mxnet as mx; from mxnet import gluon\n'
+    # NumPy >= 1.24 (Python 3.12, no older wheel) lacks the aliases MXNet 1.9.1 imports: a
+    # deployment there restores them first, in two lines of its own (README, "Deploy")
+    aliases = ('import numpy as np\n'
+               'for k, v in dict(bool=bool, int=int, float=float, complex=complex, '
+               'object=object, str=str).items(): np.__dict__.setdefault(k, v)\n')
+    code = aliases + ('import sys, numpy as np, mxnet as mx; from mxnet import gluon\n'
             'net = gluon.SymbolBlock.imports("{0}/model-symbol.json", ["data"], '
             '"{0}/model-0000.params")\n'
             'out = net(mx.nd.array(np.load("{1}")))\n'
