@@ -157,6 +157,10 @@ class FGFIDistiller(Distiller):
     def active(self, epoch, iteration):
         return iteration >= self.warmup_iters
 
+    def describe(self):
+        return 'fgfi: weight {:g}, psi {:g}, from iteration {}, pairs {}'.format(
+            self.weight, self.psi, self.warmup_iters, self.pairs)
+
     def blocks(self):
         return {'fgfi_adapt': self.adapt}
 

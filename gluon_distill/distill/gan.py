@@ -74,6 +74,7 @@ class GANDistiller(Distiller):
         self.pairs = list(pairs)
         self.ctx_list = list(ctx_list)
         self.kind = critic
+        self.width = width
         self.spectral = critic == 'spectral'
         self.clip = 0.0 if self.spectral else clip
         self.n_critic = n_critic
@@ -97,6 +98,10 @@ class GANDistiller(Distiller):
 
     def active(self, epoch, iteration=0):
         return self.gan_epochs < 0 or epoch < self.gan_epochs
+
+    def describe(self):
+        return 'critics: {}, width {}, clip {:g}, adversarial weight {:g}'.format(
+            self.kind, self.width, self.clip, self.adv_weight)
 
     def blocks(self):
         return {'critics': self.critics}

@@ -31,6 +31,9 @@ class MimicDistiller(Distiller):
         self.pairs = list(pairs)
         self.weight = weight
 
+    def describe(self):
+        return 'mimic: weight {:g} on pairs {}'.format(self.weight, self.pairs)
+
     def loss(self, index, teacher_maps, student_maps, batch_total):
         student, teacher = self.select(student_maps, teacher_maps)
         terms = [mx.nd.square(t - s).sum() / (batch_total * (t.size // t.shape[0]))

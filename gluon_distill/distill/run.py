@@ -235,15 +235,8 @@ def train_distilled(cfg, argv=None):
                                     d.gan.adv_weight if 'gan' in names else 0.0,
                                     out_dir=run.out))
     hooks += standard_hooks(run, step, evaluate, lr_trainers)
-    g = d.gan
-    if 'gan' in names:
-        run.logger.info('critics: %s, width %d, clip %g, adversarial weight %g', g.critic,
-                        g.critic_width, 0 if g.critic == 'spectral' else g.clip, g.adv_weight)
-    if 'mimic' in names:
-        run.logger.info('mimic: weight %g', d.mimic.weight)
-    if 'fgfi' in names:
-        run.logger.info('fgfi: weight %g, psi %g, from iteration %d', d.fgfi.weight, d.fgfi.psi,
-                        d.fgfi.warmup_iters)
+    for x in distillers:
+        run.logger.info(x.describe())
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
                     t.batch_size, len(run.ctx))

@@ -48,6 +48,10 @@ class Distiller:
         """Whether the method acts on this iteration (warm-up, ``gan.epochs``)."""
         return True
 
+    def describe(self):
+        """One line for the run's log: the method and its settings."""
+        return self.name
+
     def blocks(self):
         """``{name: Block}`` saved in checkpoints, hybridized with the step, statistics synced."""
         return {}
@@ -194,6 +198,11 @@ class DistillStep:
     @property
     def detector(self):
         return self.student
+
+    @property
+    def _pending_adv(self):
+        """The adversarial term of the last iteration (read with the next synchronisation)."""
+        return next((v for name, v in self._pending if name == 'Loss_G_adv'), None)
 
     def blocks(self):
         blocks = {'student': self.student}
