@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -98,29 +99,88 @@ class TeacherConfig:
 
 
 @dataclass
-class DistillConfig:
-    """How a student learns from its teacher.
-
-    ``method``: ``gan`` (the paper: per-scale WGAN critics + SSD loss through the teacher's
-    head), ``head_only`` (the ablation: student, adapters and teacher-initialised head on the
-    SSD loss alone, no critics). Critic defaults are the authors' logged settings.
-    """
-    method: str = 'gan'
-    adapter: str = 'conv1x1'
+class GanConfig:
+    """``distill.gan``: per-scale WGAN critics (the paper). Defaults: the authors' logs."""
+    critic: str = 'bn'
     critic_width: int = 512
     critic_lr: float = 0.0005
     critic_beta1: float = 0.5
     clip: float = 0.03
-    critic: str = 'bn'
     critic_norm: str = ''
     n_critic: int = 1
     adv_weight: float = 1.0
     adv_optimizer: str = 'shared'
     adv_lr: float = 0.0005
     adv_beta1: float = 0.5
-    gan_epochs: int = -1
+    epochs: int = -1
+
+
+@dataclass
+class MimicConfig:
+    """``distill.mimic``: L2 between adapted student maps and teacher maps, every scale."""
+    weight: float = 1.0
+
+
+@dataclass
+class FgfiConfig:
+    """``distill.fgfi``: fine-grained feature imitation (the original code's defaults)."""
+    weight: float = 0.01
+    psi: float = 0.5
+    warmup_iters: int = 400
+
+
+# the former flat ``distill.KEY`` -> its key in a method's subsection
+LEGACY_DISTILL_KEYS = {
+    'critic_width': 'gan.critic_width', 'critic_lr': 'gan.critic_lr',
+    'critic_beta1': 'gan.critic_beta1', 'clip': 'gan.clip', 'critic': 'gan.critic',
+    'critic_norm': 'gan.critic_norm', 'n_critic': 'gan.n_critic',
+    'adv_weight': 'gan.adv_weight', 'adv_optimizer': 'gan.adv_optimizer',
+    'adv_lr': 'gan.adv_lr', 'adv_beta1': 'gan.adv_beta1', 'gan_epochs': 'gan.epochs',
+}
+
+
+def _legacy_property(key):
+    section, name = LEGACY_DISTILL_KEYS[key].split('.')
+
+    def get(self):
+        return getattr(getattr(self, section), name)
+
+    def put(self, value):
+        setattr(getattr(self, section), name, value)
+    return property(get, put, doc='former ``distill.{}``: ``distill.{}``'.format(
+        key, LEGACY_DISTILL_KEYS[key]))
+
+
+@dataclass
+class DistillConfig:
+    """How a student learns from its teacher.
+
+    ``method``: ``gan`` (the paper: per-scale WGAN critics + SSD loss through the teacher's
+    head), ``mimic`` (L2 on the paired maps), ``fgfi`` (masked imitation near the objects),
+    several joined by ``+`` (``gan+fgfi``), or ``head_only`` (the ablation: student, adapters
+    and teacher-initialised head on the SSD loss alone). Each method reads its own
+    subsection (``gan``, ``mimic``, ``fgfi``). The former flat keys (``distill.critic``,
+    ``distill.clip``, ``distill.gan_epochs``, ...) still work, with a warning: see
+    :data:`LEGACY_DISTILL_KEYS`.
+    """
+    method: str = 'gan'
+    adapter: str = 'conv1x1'
     init_head_from_teacher: bool = True
     fold_adapters: bool = False
+    gan: GanConfig = field(default_factory=GanConfig)
+    mimic: MimicConfig = field(default_factory=MimicConfig)
+    fgfi: FgfiConfig = field(default_factory=FgfiConfig)
+
+
+def distill_key(d, key):
+    """The dotted name to show for ``distill.<key>`` (``gan.critic``): the former flat name
+    where the configuration set it that way, so an error names what the user wrote."""
+    return d.__dict__.get('_legacy', {}).get(key, 'distill.' + key)
+
+
+for _key in LEGACY_DISTILL_KEYS:
+    setattr(DistillConfig, _key, _legacy_property(_key))
+del _key
 
 
 @dataclass
@@ -252,6 +312,22 @@ def _field_types(obj):
     return {f.name: f.type for f in dataclasses.fields(obj)}
 
 
+_WARNED = set()
+
+
+def _legacy_key(node, part, dotted):
+    """A former flat ``distill.KEY``: its new dotted name (warned once per process), or None."""
+    if not isinstance(node, DistillConfig) or part not in LEGACY_DISTILL_KEYS:
+        return None
+    new = 'distill.' + LEGACY_DISTILL_KEYS[part]
+    node.__dict__.setdefault('_legacy', {})[LEGACY_DISTILL_KEYS[part]] = dotted
+    if dotted not in _WARNED:
+        _WARNED.add(dotted)
+        warnings.warn('config key {} is now {} (read as such)'.format(dotted, new),
+                      FutureWarning, stacklevel=4)
+    return new
+
+
 def set_key(cfg, dotted, value):
     """Set ``cfg.<dotted>`` to ``value`` after checking the key exists and the type fits."""
     parts = dotted.split('.')
@@ -261,6 +337,9 @@ def set_key(cfg, dotted, value):
             raise ConfigError('unknown config key {!r} ({} is not a section)'.format(
                 dotted, '.'.join(parts[:depth])))
         types = _field_types(node)
+        new = _legacy_key(node, part, '.'.join(parts[:depth + 1]))
+        if new is not None and depth == len(parts) - 1:
+            return set_key(cfg, new, value)
         if part not in types:
             where = '.'.join(parts[:depth]) or 'top level'
             raise ConfigError('unknown config key {!r} ({} has: {})'.format(
@@ -283,6 +362,12 @@ def merge_dict(node, mapping, prefix=''):
     for key, value in mapping.items():
         dotted = '{}.{}'.format(prefix, key) if prefix else str(key)
         types = _field_types(node)
+        new = _legacy_key(node, key, dotted)
+        if new is not None:
+            section, name = LEGACY_DISTILL_KEYS[key].split('.')
+            setattr(getattr(node, section), name,
+                    _coerce(value, _field_types(getattr(node, section))[name], new))
+            continue
         if key not in types:
             raise ConfigError('unknown config key {!r} ({} has: {})'.format(
                 dotted, prefix or 'top level', ', '.join(sorted(types))))

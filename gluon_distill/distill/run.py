@@ -9,6 +9,7 @@ from ..data.loader import TrainLoader
 from ..engine.checkpoint import save_params
 from ..engine.divergence import DivergenceStop
 from ..engine.loop import HookBase
+from ..config import distill_key
 from ..engine.steps import DetectionStep, make_trainer
 from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
 from ..models.ssd import anchors_of, ModelError
@@ -16,17 +17,20 @@ from ..training import (prepare_run, seed_everything, make_evaluate, standard_ho
                         check_resume_compatible, data_record, write_summary)
 from .build import load_teacher, check_teacher, plan_student, describe_layout
 from .critics import CRITICS
-from .gan import GANDistiller, DistillStep
+from .methods import build_distillers, parse_methods
+from .step import DistillStep
 from .student import fold
-
-METHODS = ('gan', 'head_only')
 
 
 class EpochToStep(HookBase):
-    """Tells the step which epoch runs (the GAN term stops after ``gan_epochs``)."""
+    """Tells the step which epoch and iteration run (the GAN term stops after
+    ``distill.gan.epochs``, FGFI starts after ``distill.fgfi.warmup_iters``)."""
 
     def before_epoch(self):
         self.loop.step.epoch = self.loop.epoch
+
+    def before_step(self):
+        self.loop.step.iteration = self.loop.iteration
 
 
 class CriticWatch(HookBase):
@@ -73,25 +77,37 @@ def check_distill_options(d):
     """Fail on a bad ``distill`` section before any data or network is loaded.
 
     The former key ``critic_norm`` (``clip`` | ``spectral``) still works and is rewritten into
-    ``critic`` (``clip`` was the un-normalised clipped critic, now ``plain``); returns the notes
-    to log about it.
+    ``gan.critic`` (``clip`` was the un-normalised clipped critic, now ``plain``); returns the
+    notes to log about it.
     """
     notes = []
-    if d.critic_norm:
-        if d.critic_norm not in LEGACY_CRITIC_NORM:
+    g = d.gan
+    if g.critic_norm:
+        if g.critic_norm not in LEGACY_CRITIC_NORM:
             raise ModelError('distill.critic_norm: {!r} is not a critic; the key is replaced by '
-                             'distill.critic: one of {}'.format(d.critic_norm,
-                                                                ', '.join(CRITICS)))
-        notes.append('distill.critic_norm={} is deprecated: read as distill.critic={} (the '
-                     'default is now bn)'.format(d.critic_norm,
-                                                 LEGACY_CRITIC_NORM[d.critic_norm]))
-        d.critic = LEGACY_CRITIC_NORM[d.critic_norm]
-        d.critic_norm = ''
-    choices = {'method': METHODS, 'adv_optimizer': ('shared', 'adam'), 'critic': CRITICS}
+                             'distill.critic (distill.gan.critic): one of {}'.format(
+                                 g.critic_norm, ', '.join(CRITICS)))
+        notes.append('distill.critic_norm={} is deprecated: read as distill.gan.critic={} (the '
+                     'default is now bn)'.format(g.critic_norm,
+                                                 LEGACY_CRITIC_NORM[g.critic_norm]))
+        g.critic = LEGACY_CRITIC_NORM[g.critic_norm]
+        g.critic_norm = ''
+    parse_methods(d.method)
+    choices = {'gan.adv_optimizer': ('shared', 'adam'), 'gan.critic': CRITICS}
     for key, allowed in choices.items():
-        if getattr(d, key) not in allowed:
-            raise ModelError('distill.{}: expected one of {}, got {!r}'.format(
-                key, ', '.join(allowed), getattr(d, key)))
+        section, name = key.split('.')
+        value = getattr(getattr(d, section), name)
+        if value not in allowed:
+            raise ModelError('{}: expected one of {}, got {!r}'.format(
+                distill_key(d, key), ', '.join(allowed), value))
+    f = d.fgfi
+    if not 0 <= f.psi <= 1:
+        raise ModelError('{}: expected a fraction in [0, 1], got {!r}'.format(
+            distill_key(d, 'fgfi.psi'), f.psi))
+    for key in ('fgfi.weight', 'mimic.weight', 'gan.adv_weight'):
+        section, name = key.split('.')
+        if getattr(getattr(d, section), name) < 0:
+            raise ModelError('{}: a loss weight cannot be negative'.format(distill_key(d, key)))
     return notes
 
 
@@ -160,25 +176,6 @@ def deliverables(out, summary, teacher_map=None):
         where, files_line)
 
 
-def make_gan_step(d, plan, teacher, ctx, trainer, params, kv, prepare, lr_trainers):
-    """The GAN distillation step: critics and their trainer, optionally a separate Adam for
-    the adversarial term (its trainer is added to ``lr_trainers`` for the LR schedule)."""
-    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, d.critic_width, d.clip, d.critic_lr,
-                             d.critic_beta1, d.n_critic, d.adv_weight, d.gan_epochs,
-                             kv or 'device',
-                             channels=[plan.teacher_channels[j] for _, j in plan.pairs],
-                             critic=d.critic)
-    lr_trainers['critics'] = (distiller.trainer, d.critic_lr)
-    adv_trainer = None
-    if d.adv_optimizer == 'adam':
-        adv_trainer = make_trainer(list(params.values()), 'adam', d.adv_lr, wd=0.0,
-                                   beta1=d.adv_beta1,
-                                   kvstore=kv, update_on_kvstore=False)
-        lr_trainers['adversarial'] = (adv_trainer, d.adv_lr)
-    return DistillStep(plan.net, teacher.net.features, ctx, trainer, distiller,
-                       plan.critic_adapters, prepare=prepare, adv_trainer=adv_trainer)
-
-
 def train_distilled(cfg, argv=None):
     """Distil ``cfg.teacher`` into the student ``cfg.model`` as ``cfg.distill`` says."""
     d, t, m = cfg.distill, cfg.train, cfg.model
@@ -203,25 +200,29 @@ def train_distilled(cfg, argv=None):
 
     student = plan.net
     kv = t.kvstore if len(run.ctx) > 1 else None
-    params = student.collect_params()
-    if plan.critic_adapters is not None and d.method == 'gan':
-        # the critic-only adapters: nothing else gives them a gradient
-        params.update(plan.critic_adapters.collect_params())
-    separate_adv = d.method == 'gan' and d.adv_optimizer == 'adam'
-    # two trainers share the student's weights only if neither keeps them on the KVStore
-    # structural order (a list): see GANDistiller's trainer
-    trainer = make_trainer(list(params.values()), t.optimizer, t.lr, t.momentum, t.wd, kv,
-                           update_on_kvstore=False if separate_adv else None)
-    lr_trainers = {'net': (trainer, t.lr)}
+    names = parse_methods(d.method)
+    params = list(student.collect_params().values())
+    if plan.critic_adapters is not None and names:
+        # the pair-only adapters: nothing but the distillation losses gives them a gradient
+        params += list(plan.critic_adapters.collect_params().values())
     anchors = anchors_of(student, m.data_shape, run.ctx[0])
+    distillers, params = build_distillers(d, plan, run.ctx, kv, params, m.data_shape)
+    separate = any(x.loss_trainer is not None for x in distillers)
+    # two trainers share the student's weights only if neither keeps them on the KVStore;
+    # structural order (a list): see GANDistiller's trainer
+    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv,
+                           update_on_kvstore=False if separate else None)
+    lr_trainers = {'net': (trainer, t.lr)}
+    for x in distillers:
+        lr_trainers.update(x.lr_trainers())
     loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
                          run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
                          pipeline=cfg.data.pipeline)
-    if d.method == 'head_only':
+    if not distillers:
         step = DetectionStep(student, run.ctx, trainer, prepare=loader.prepare)
     else:
-        step = make_gan_step(d, plan, teacher, run.ctx, trainer, params, kv, loader.prepare,
-                             lr_trainers)
+        step = DistillStep(student, teacher.net.features, run.ctx, trainer, distillers,
+                           plan.critic_adapters, prepare=loader.prepare)
         if t.hybridize:
             step.hybridize(static_alloc=True, static_shape=True)
     if t.hybridize:
@@ -231,11 +232,11 @@ def train_distilled(cfg, argv=None):
     if t.divergence_stop:
         # windows of at most 10 iterations: a short run that explodes at once is still stopped
         hooks.append(DivergenceStop(min(t.log_interval, 10),
-                                    d.adv_weight if d.method == 'gan' else 0.0, out_dir=run.out))
+                                    d.gan.adv_weight if 'gan' in names else 0.0,
+                                    out_dir=run.out))
     hooks += standard_hooks(run, step, evaluate, lr_trainers)
-    if d.method == 'gan':
-        run.logger.info('critics: %s, width %d, clip %g, adversarial weight %g', d.critic,
-                        d.critic_width, 0 if d.critic == 'spectral' else d.clip, d.adv_weight)
+    for x in distillers:
+        run.logger.info(x.describe())
     run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
                     'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
                     t.batch_size, len(run.ctx))
