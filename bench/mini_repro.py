@@ -5,7 +5,7 @@ again after an interruption and it continues where it stopped.
     python bench/mini_repro.py --out runs/mini --seeds 0 1 2 --epochs 60 --teacher-epochs 50
     python bench/mini_repro.py --out runs/mini --arms gan_w512 --seeds 0 --epochs 60
     python bench/mini_repro.py --data-root ../shared/data/raccoon --out runs/mini_raccoon
-    python bench/mini_repro.py --set distill.n_critic=5 --out runs/mini_ncritic5
+    python bench/mini_repro.py --set distill.gan.n_critic=5 --out runs/mini_ncritic5
 
 Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only, gan (bn
 critic, width 64), gan_w512 (bn, width 512), gan_plain (clipped critic without BatchNorm, width

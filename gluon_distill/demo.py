@@ -53,7 +53,7 @@ def demo_config(role, out_root, quick=False, ctx='cpu', workers=2):
         'train.lr_steps': sched['teacher_lr_steps' if role == 'teacher' else 'lr_steps'],
         'train.batch_size': 16, 'train.optimizer': 'adam', 'train.lr': 0.002,
         'train.ctx': ctx, 'train.out': os.path.join(out_root, role), 'train.log_interval': 10,
-        'distill.critic_width': 64,
+        'distill.gan.critic_width': 64,
     }
     values.update(TEACHER if role == 'teacher' else STUDENT)
     if role in ('head_only', 'distilled'):

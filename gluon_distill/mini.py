@@ -38,18 +38,25 @@ BASE = {
 NETWORKS = {'teacher': {'model.width': 32, 'model.blocks': 2},
             'student': {'model.width': 16, 'model.blocks': 1}}
 # the authors' logged critic settings; only the critic and its width differ between GAN arms
-PAPER_CRITIC = {'distill.method': 'gan', 'distill.clip': 0.03, 'distill.critic_lr': 0.0005,
-                'distill.critic_beta1': 0.5, 'distill.n_critic': 1, 'distill.adv_weight': 1.0,
-                'distill.adv_optimizer': 'shared', 'distill.gan_epochs': -1}
+PAPER_CRITIC = {'distill.method': 'gan', 'distill.gan.clip': 0.03,
+                'distill.gan.critic_lr': 0.0005, 'distill.gan.critic_beta1': 0.5,
+                'distill.gan.n_critic': 1, 'distill.gan.adv_weight': 1.0,
+                'distill.gan.adv_optimizer': 'shared', 'distill.gan.epochs': -1}
 ARMS = {
     'baseline': {},
     'head_only': {'distill.method': 'head_only'},
-    'gan': dict(PAPER_CRITIC, **{'distill.critic': 'bn', 'distill.critic_width': 64}),
-    'gan_w512': dict(PAPER_CRITIC, **{'distill.critic': 'bn', 'distill.critic_width': 512}),
-    'gan_plain': dict(PAPER_CRITIC, **{'distill.critic': 'plain', 'distill.critic_width': 64}),
-    'gan_spectral': dict(PAPER_CRITIC, **{'distill.critic': 'spectral',
-                                          'distill.critic_width': 64,
-                                          'distill.adv_weight': 0.01}),
+    'gan': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn', 'distill.gan.critic_width': 64}),
+    'gan_w512': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn',
+                                      'distill.gan.critic_width': 512}),
+    'gan_plain': dict(PAPER_CRITIC, **{'distill.gan.critic': 'plain',
+                                       'distill.gan.critic_width': 64}),
+    'gan_spectral': dict(PAPER_CRITIC, **{'distill.gan.critic': 'spectral',
+                                          'distill.gan.critic_width': 64,
+                                          'distill.gan.adv_weight': 0.01}),
+    # the two imitation baselines, each with its defaults written out
+    'mimic': {'distill.method': 'mimic', 'distill.mimic.weight': 1.0},
+    'fgfi': {'distill.method': 'fgfi', 'distill.fgfi.weight': 0.01, 'distill.fgfi.psi': 0.5,
+             'distill.fgfi.warmup_iters': 400},
 }
 DEFAULT_ARMS = ('baseline', 'head_only', 'gan')
 

@@ -136,4 +136,4 @@ def test_critic_watch_warns_once_when_scores_run_away():
     for value in (-80.0, -500.0):
         Loop.outputs = {'Loss_D': value}
         watch.after_step()
-    assert len(records) == 1 and '80.0' in records[0] and 'distill.critic=bn' in records[0]
+    assert len(records) == 1 and '80.0' in records[0] and 'distill.gan.critic=bn' in records[0]

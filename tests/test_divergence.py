@@ -90,7 +90,7 @@ def test_plain_critic_at_width_512_is_stopped_by_the_tool(synthetic_root, tmp_pa
     sets = {'model.width': 8, 'model.blocks': 1, 'model.pretrained_base': 'false',
             'train.optimizer': 'adam', 'train.lr': 0.001, 'data.train_split': 'train',
             'data.val_split': 'val', 'train.progress': 'false', 'train.log_interval': 2,
-            'distill.critic': 'plain', 'distill.critic_width': 512}
+            'distill.gan.critic': 'plain', 'distill.gan.critic_width': 512}
     argv = ['--network', 'tiny', '--data-root', synthetic_root, '--teacher-params',
             str(teacher / 'best.params'), '--out', str(out), '--epochs', '6', '--batch-size',
             '8', '--data-shape', '64', '--num-workers', '0']
@@ -100,7 +100,7 @@ def test_plain_critic_at_width_512_is_stopped_by_the_tool(synthetic_root, tmp_pa
     err = capsys.readouterr().err
     assert 'error: training diverged at epoch' in err
     assert 'critic scores adv_weight * sum|W|' in err and 'largest at scale 0: W0' in err
-    assert 'distill.critic=bn' in err and str(out / 'last.ckpt') in err
+    assert 'distill.gan.critic=bn' in err and str(out / 'last.ckpt') in err
     assert not (out / 'summary.json').exists()
     _, _, meta = read_checkpoint(str(out / 'last.ckpt'))
     assert meta['epoch'] < 5 and 'are those of epoch {}'.format(meta['epoch']) in err

@@ -124,6 +124,19 @@ def test_head_only_ablation_for_every_pair():
         assert c.experiment.published_mAP is None
 
 
+def test_mimic_and_fgfi_comparison_for_every_pair():
+    gan = {(c.teacher.network, c.model.network) for c in _distill_configs('gan').values()}
+    for method in ('mimic', 'fgfi'):
+        pairs = Counter((c.teacher.network, c.model.network)
+                        for c in _distill_configs(method).values())
+        assert set(pairs) == gan and set(pairs.values()) == {1}, method
+        for c in _distill_configs(method).values():
+            assert c.experiment.published_mAP is None
+            assert not c.experiment.paper_table.startswith('Table 1')
+    fgfi = _distill_configs('fgfi')['ssd512_resnet50_v1_to_mobilenet1.0_fgfi'].distill.fgfi
+    assert (fgfi.weight, fgfi.psi, fgfi.warmup_iters) == (0.01, 0.5, 400)
+
+
 def test_distillation_teachers_have_teacher_configs():
     teachers = {c.model.network: c for n, c in CONFIGS.items() if n.startswith('teacher_')}
     assert set(teachers) == set(TEACHERS)
@@ -131,7 +144,7 @@ def test_distillation_teachers_have_teacher_configs():
         tcfg = teachers[cfg.teacher.network]
         assert cfg.teacher.params == os.path.join(tcfg.train.out, 'best.params'), name
         assert tcfg.model.data_shape == cfg.model.data_shape
-        assert cfg.distill.method in ('gan', 'head_only')
+        assert cfg.distill.method in ('gan', 'head_only', 'mimic', 'fgfi')
         # the paper's critic settings
         d = cfg.distill
         assert (d.clip, d.critic_lr, d.critic_beta1, d.adv_weight) == (0.03, 5e-4, 0.5, 1.0)
@@ -250,7 +263,7 @@ def test_pair_composes_and_runs_one_gan_iteration(teachers, teacher_net, student
     # critic updates, every |W_k| and the adversarial / SSD gradient-norm ratio on the
     # student's features stay within the stated bounds (measured: |W_k| <= 0.03 and ratio
     # <= 0.11 with bn; the plain critic reached W = 696 on resnet101_v2 -> mobilenetv2_1.0)
-    config_critic = {c.distill.critic for c in _distill_configs('gan').values()}
+    config_critic = {c.distill.gan.critic for c in _distill_configs('gan').values()}
     assert config_critic == {'bn'} and distiller.kind == 'bn'
     scale = critic_scale(step, _batch(s_anchors, seed=1), CRITIC_STEPS)
     assert len(scale['W']) == len(plan.pairs)
@@ -318,10 +331,10 @@ def test_mini_reproduction_arms_are_explicit(monkeypatch):
     """Every GAN arm of the mini-reproduction states its critic settings itself: changing the
     demo's GAN settings changes no arm (the README's rows stay reproducible)."""
     from gluon_distill import demo, mini
-    monkeypatch.setattr(demo, 'DEMO_GAN', {'distill.critic_norm': 'clip',
-                                           'distill.adv_weight': 5.0}, raising=False)
-    critic_keys = {'distill.critic', 'distill.critic_width', 'distill.clip',
-                   'distill.adv_weight', 'distill.critic_lr', 'distill.n_critic'}
+    monkeypatch.setattr(demo, 'DEMO_GAN', {'distill.gan.critic_norm': 'clip',
+                                           'distill.gan.adv_weight': 5.0}, raising=False)
+    critic_keys = {'distill.gan.critic', 'distill.gan.critic_width', 'distill.gan.clip',
+                   'distill.gan.adv_weight', 'distill.gan.critic_lr', 'distill.gan.n_critic'}
     for arm, values in mini.ARMS.items():
         if arm.startswith('gan'):
             assert critic_keys <= set(values), arm
@@ -331,8 +344,8 @@ def test_mini_reproduction_arms_are_explicit(monkeypatch):
         ('gan', 'bn', 64, 0.03, 1.0, '')
     assert cfg.train.out == '/tmp/mini/gan_seed1' and cfg.train.lr_steps == [32]
     assert (cfg.model.width, cfg.model.blocks) == (16, 1)
-    assert mini.arm_config('gan_w512', 0, '/tmp/m', 40, 't').distill.critic_width == 512
-    assert mini.arm_config('gan_plain', 0, '/tmp/m', 40, 't').distill.critic == 'plain'
+    assert mini.arm_config('gan_w512', 0, '/tmp/m', 40, 't').distill.gan.critic_width == 512
+    assert mini.arm_config('gan_plain', 0, '/tmp/m', 40, 't').distill.gan.critic == 'plain'
     real = mini.arm_config('head_only', 0, '/tmp/m', 30, 't', data_root='/data/raccoon')
     assert (real.data.root, real.data.train_split, real.data.val_split) == \
         ('/data/raccoon', 'train', 'val')

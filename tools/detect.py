@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detect objects in images with a trained detector; draw, save and list the detections.
 
-    python tools/detect.py --params runs/demo/distilled/student.params img1.jpg img2.jpg \
+    python tools/detect.py --params runs/demo/distilled/student.params img1.jpg img2.jpg \\
         --out detections --thresh 0.5
     python tools/detect.py --params best.params photos/     # every image file in the folder
 

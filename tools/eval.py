@@ -2,7 +2,7 @@
 """VOC07 11-point mAP at IoU 0.5 of a saved detector (teacher, baseline or distilled student).
 
     python tools/eval.py --params runs/demo/teacher/best.params
-    python tools/eval.py --params best.params --data-root ~/.mxnet/datasets/voc --split 2007_test \
+    python tools/eval.py --params best.params --data-root ~/.mxnet/datasets/voc --split 2007_test \\
         --save-dir eval_out     # + metrics.json and devkit results files
 
 Without --data-root/--split it evaluates on the validation data the model was trained with.

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Distil a trained SSD teacher into a small student (GAN knowledge distillation).
 
-    python tools/train_distill.py --config experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0.yaml \
+    python tools/train_distill.py --config experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0.yaml \\
         --teacher-params runs/voc/teacher_ssd512_resnet50_v1/best.params --ctx gpu:0,1
-    python tools/train_distill.py --network tiny --teacher-params runs/demo/teacher/best.params \
+    python tools/train_distill.py --network tiny --teacher-params runs/demo/teacher/best.params \\
         --data-root synthetic --set distill.method=head_only
 
 Leaves OUT/model.json with OUT/best.params (the epoch of best validation mAP) and

@@ -3,7 +3,7 @@
 
     python tools/train_ssd.py --network resnet50_v1 --data-shape 512 --ctx gpu:0,1,2,3
     python tools/train_ssd.py --config experiments/voc/teacher_ssd512_resnet50_v1.yaml --ctx gpu:0,1
-    python tools/train_ssd.py --network tiny --data-shape 128 --no-pretrained-base \
+    python tools/train_ssd.py --network tiny --data-shape 128 --no-pretrained-base \\
         --data-root synthetic --set model.width=32 --set model.blocks=2 --out runs/tiny
 
 OUT (--out) receives last.params and best.params (with model.json beside them), last.ckpt and

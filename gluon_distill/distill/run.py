@@ -51,8 +51,8 @@ class CriticWatch(HookBase):
         self.logger.warning(
             'critic scores are running away (|Loss_D| = %.1f at iteration %d): the adversarial '
             'term may drown the SSD loss. If the validation mAP falls, use the reference WGAN '
-            'critic --set distill.critic=bn, or --set distill.critic=spectral --set '
-            'distill.adv_weight=0.01 (see README, Method notes).', abs(loss_d),
+            'critic --set distill.gan.critic=bn, or --set distill.gan.critic=spectral --set '
+            'distill.gan.adv_weight=0.01 (see README, Method notes).', abs(loss_d),
             self.loop.iteration)
 
 

@@ -145,7 +145,7 @@ class DivergenceStop(HookBase):
                     self.streak_start[1])
         return ('training diverged at epoch {} iteration {}: {} for {} consecutive windows of {} '
                 'iterations; stopped. {}. With GAN distillation, the default critic '
-                '(distill.critic=bn) or a lower distill.adv_weight keeps the critics\' scale '
+                '(distill.gan.critic=bn) or a lower distill.gan.adv_weight keeps the critics\' scale '
                 'bounded (README, Method notes).'.format(
                     loop.epoch, loop.iteration, '; '.join(reasons), self.streak, self.window,
                     kept))
