@@ -5,6 +5,8 @@ MXNet 1.9.1 (its last release) still uses the aliases ``np.bool``, ``np.int``, `
 newer Pythons (no such wheel) restoring the aliases before the first ``import mxnet`` is enough.
 This module must be imported before mxnet anywhere in the package.
 """
+import warnings
+
 import numpy as np
 
 _REMOVED_ALIASES = {
@@ -21,3 +23,11 @@ def restore_numpy_aliases():
 
 
 restore_numpy_aliases()
+
+
+# The distillation step runs parts of an SSD (features, predictors) without its anchor
+# generators, whose constant parameters MXNet then reports as unused at every hybridized call
+# (a UserWarning per run in every log). Only that report is silenced: any other unused
+# parameter still warns.
+warnings.filterwarnings('ignore', message=r'Parameter .*anchor_\d+.* is not used by any '
+                        r'computation', category=UserWarning)

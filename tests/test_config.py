@@ -355,3 +355,18 @@ def test_strings_that_only_look_numeric_stay_strings():
 def test_overwrite_flag_sets_train_overwrite():
     assert parse([]).train.overwrite is False
     assert parse(['--overwrite']).train.overwrite is True
+
+
+def test_only_the_anchor_generators_unused_parameter_warning_is_silenced():
+    import importlib
+    import warnings
+    from gluon_distill import _compat
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('default')
+        importlib.reload(_compat)  # installs its filter on top of 'default'
+        warnings.warn('Parameter ssd3_ssdanchorgenerator0_anchor_0, ssd3_ssdanchorgenerator1_'
+                      'anchor_1 is not used by any computation. Is this intended?', UserWarning)
+        warnings.warn('Parameter ssd3_conv0_weight is not used by any computation. Is this '
+                      'intended?', UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and 'conv0_weight' in messages[0], messages
