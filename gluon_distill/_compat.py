@@ -3,7 +3,7 @@
 MXNet 1.9.1 (its last release) still uses the aliases ``np.bool``, ``np.int``, ``np.float``,
 ``np.object``... that NumPy 1.24 removed. Where a wheel exists we pin ``numpy<1.24``; on
 newer Pythons (no such wheel) restoring the aliases before the first ``import mxnet`` is enough.
-This module must be imported before mxnet anywhere in the package.
+The package ``__init__`` imports it first, before any of its modules imports mxnet.
 """
 import warnings
 

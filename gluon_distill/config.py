@@ -8,7 +8,6 @@ the wrong type raise :class:`ConfigError` naming the key.
 """
 import argparse
 import dataclasses
-import os
 import re
 import typing
 import warnings
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import yaml
+
+from .io_utils import atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -243,10 +244,8 @@ class Config:
 
     def dump(self, path):
         """Write the resolved configuration as YAML (atomically)."""
-        tmp = str(path) + '.tmp'
-        with open(tmp, 'w') as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-        os.replace(tmp, path)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write_text(path, text)
 
 
 # Command-line flag -> dotted key. Every tool flag that configures the run is one of these.

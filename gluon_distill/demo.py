@@ -16,7 +16,6 @@ import shutil
 import sys
 import time
 
-from . import _compat  # noqa: F401
 from .config import Config, set_key
 from .engine.hooks import setup_logging
 

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 
-from . import _compat  # noqa: F401
 import mxnet as mx
 
 from .data.images import ImageReadError, is_image_file, read_image

@@ -49,11 +49,11 @@ import tempfile
 
 import numpy as np
 
-from . import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from .io_utils import atomic_write_json
 from .models.ssd import ModelError, ssd_head
 from .outdir import ensure_writable_dir
 
@@ -510,8 +510,7 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
         x = (image_input(verify_images, spec['data_shape'], spec['mean'], spec['std'])
              if verify_images else None)
         info['verification'] = verify_export(original, spec, out_dir, formats, x=x)
-    with open(os.path.join(out_dir, 'deploy.json'), 'w') as f:
-        json.dump(info, f, indent=2)
+    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
     return info
 
 

@@ -22,8 +22,8 @@ import math
 import os
 import time
 
-from . import _compat  # noqa: F401
 from .config import set_key, Config
+from .io_utils import atomic_write_json, atomic_write_text
 
 # Shared by every run. ``synthetic``: the generated shapes (400 training, 100 validation
 # images); any other root is a VOC-format folder split 80/20 with a fixed seed.
@@ -123,8 +123,7 @@ def _run(cfg, train, logger):
         best_map = json.load(open(best))['mAP'] if os.path.exists(best) else None
         summary = {'out': out, 'diverged': str(e), 'best_mAP': best_map}
     summary['seconds'] = time.time() - started
-    with open(summary_path, 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(summary_path, summary)
     return summary
 
 
@@ -195,8 +194,6 @@ def write_results(out_root, teacher, rows, epochs):
             arm, len(runs), final[0], final[1], best[0], best[1], per_seed))
     lines.append('\nteacher best mAP: {:.4f}; students trained {} epochs'.format(
         teacher['best_mAP'], epochs))
-    with open(os.path.join(out_root, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(out_root, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    atomic_write_json(os.path.join(out_root, 'results.json'), results)
+    atomic_write_text(os.path.join(out_root, 'results.md'), '\n'.join(lines) + '\n')
     return results

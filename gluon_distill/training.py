@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _compat  # noqa: F401
 import mxnet as mx
 
 from .data.datasets import build_datasets

@@ -30,7 +30,6 @@ import random
 import cv2
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from gluoncv.data.transforms import bbox as tbbox
 

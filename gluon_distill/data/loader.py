@@ -10,7 +10,6 @@ import random
 
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import gluon
 from gluoncv.data.batchify import Tuple, Stack

@@ -4,7 +4,6 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 
 from ..models.io import load_detector, read_model_json

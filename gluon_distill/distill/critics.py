@@ -1,7 +1,6 @@
 """Wasserstein critics, one per feature scale (the paper's "D Net", Fig. 2)."""
 import math
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet.gluon import nn
 

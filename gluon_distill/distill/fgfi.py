@@ -21,7 +21,6 @@ method needs nothing from the data loader beyond what SSD training already has.
 """
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn

@@ -18,7 +18,6 @@ on SSD loss + adversarial loss). Built from ``distill.gan.*`` by :func:`build`.
 """
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd
 from ..engine.steps import make_trainer

@@ -9,7 +9,6 @@ Loss added to the student's detection loss::
 :mod:`gluon_distill.distill.student`), so the method needs no layer of its own. Built from
 ``distill.mimic.*`` by :func:`build`.
 """
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from .step import Distiller
 

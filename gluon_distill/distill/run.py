@@ -3,8 +3,6 @@ import json
 import math
 import os
 
-from .. import _compat  # noqa: F401
-
 from ..data.loader import TrainLoader
 from ..engine.checkpoint import save_params
 from ..engine.divergence import DivergenceStop

@@ -9,7 +9,6 @@ adversarial gradient's norm to the SSD loss gradient's norm on the student's fea
 """
 import math
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd
 

@@ -10,7 +10,6 @@ guard and the student's update. Methods are listed in one dict,
 """
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn

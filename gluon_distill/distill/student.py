@@ -6,7 +6,6 @@ built from the teacher's architecture and initialised from the teacher's weights
 exactly like any GluonCV SSD (training: ``cls_preds, box_preds, anchors``; inference: ``ids,
 scores, boxes``), so the loss, evaluation and export code need no special case.
 """
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet.gluon import nn
 from gluoncv.model_zoo.ssd import SSD

@@ -20,7 +20,6 @@ engine ordering later reads of those arrays after the update: measured here, rea
 after a step could return the values from before it, so two identical seeded runs validated and
 saved different statistics. Waiting once per epoch costs nothing measurable.
 """
-from .. import _compat  # noqa: F401
 import mxnet as mx
 
 from .loop import HookBase

@@ -11,72 +11,18 @@ file and the free space.
 """
 import json
 import os
-import shutil
 import tempfile
 
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
+
+from ..io_utils import (CheckpointError, WriteError, atomic_write, atomic_write_text,  # noqa: F401
+                        format_bytes, free_space, mxnet_reason, write_error)
 
 _PARAM = 'param:'
 _OPTIM = 'optim:'
 _META = 'meta'
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or does not fit the network."""
-
-
-class WriteError(CheckpointError, OSError):
-    """A file of a run could not be written (full disk, read-only folder); the file it would
-    have replaced is intact."""
-
-
-def mxnet_reason(error):
-    """The one informative line of an MXNet error (its text starts with a C++ traceback)."""
-    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-    for line in reversed(lines):
-        if line.startswith('MXNetError:'):
-            return line[len('MXNetError:'):].strip()
-    return lines[-1] if lines else type(error).__name__
-
-
-def format_bytes(n):
-    for unit in ('B', 'KB', 'MB', 'GB'):
-        if n < 1024 or unit == 'GB':
-            return '{:.0f} {}'.format(n, unit) if unit == 'B' else '{:.1f} {}'.format(n, unit)
-        n /= 1024.0
-    return '{:.1f} TB'.format(n)
-
-
-def free_space(path):
-    """Free bytes on the file system holding ``path`` (None when unknown)."""
-    try:
-        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        return None
-
-
-def write_error(path, error):
-    """:class:`WriteError` for a failed write of ``path``: the reason and the free space."""
-    if isinstance(error, OSError) and error.errno is not None:
-        reason = os.strerror(error.errno)
-    elif isinstance(error, OSError):
-        reason = str(error) or 'write failed'
-    else:  # MXNet's C++ writer: "Check failed: ...: FileStream.Write incomplete"
-        reason = mxnet_reason(error).rsplit(': ', 1)[-1]
-    free = free_space(path)
-    if free is not None and free < (1 << 20) and 'space' not in reason:
-        reason = 'the disk is full ({})'.format(reason)
-    where = '' if free is None else '; {} free on that disk'.format(format_bytes(free))
-    return WriteError('cannot write {}: {}{}'.format(path, reason, where))
-
-
-def _default_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _bytes_to_nd(data):
@@ -85,45 +31,6 @@ def _bytes_to_nd(data):
 
 def _nd_to_bytes(arr):
     return arr.asnumpy().astype(np.uint8).tobytes()
-
-
-def atomic_write(path, write_fn, previous=None):
-    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``.
-
-    With ``previous``, the file ``path`` held so far is renamed to ``previous`` first (only once
-    the new content is safely on disk). A failed write raises :class:`WriteError` and leaves
-    ``path`` (and ``previous``) as they were.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
-    except OSError as e:
-        raise write_error(path, e) from None
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())  # mkstemp creates 0600 files
-        if previous is not None and os.path.exists(path):
-            os.replace(path, previous)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, WriteError):
-            raise
-        if isinstance(e, (OSError, mx.base.MXNetError)):
-            raise write_error(path, e) from None
-        raise
-
-
-def atomic_write_text(path, text):
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 def block_arrays(block):

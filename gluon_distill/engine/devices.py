@@ -1,5 +1,4 @@
 """Device lists from the command line: ``cpu``, ``cpu:0,1``, ``gpu:0,1,2,3``."""
-from .. import _compat  # noqa: F401
 import mxnet as mx
 
 

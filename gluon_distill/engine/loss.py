@@ -12,7 +12,6 @@ reads its logged values (and decides the non-finite guard).
 With no positive in the batch GluonCV returns zero losses; so does this (no positives means
 no hard negatives, and the ``max(1, .)`` normaliser keeps it finite).
 """
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 

@@ -1,7 +1,6 @@
 """The plain detection step (GluonCV's SSD recipe) and the trainer factory steps share."""
 import numpy as np
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from mxnet import autograd, gluon
 from ..data.loader import DevicePrepare

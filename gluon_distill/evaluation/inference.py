@@ -1,7 +1,6 @@
 """Running a detector over a dataset and scoring it in the original images' pixels."""
 import numpy as np
 
-from .. import _compat  # noqa: F401
 from mxnet import gluon
 
 from ..data.loader import val_loader

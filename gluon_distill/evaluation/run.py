@@ -3,7 +3,6 @@ import copy
 import logging
 import os
 
-from .. import _compat  # noqa: F401
 from tqdm import tqdm
 
 from ..config import DataConfig, merge_dict

@@ -19,12 +19,12 @@ the mean (GluonCV's ``VOC07MApMetric`` does the same).
 Boxes are 0-based pixels of the original image (see :mod:`gluon_distill.data.records`); the
 devkit result files are 1-based, so the writer adds 1 and the reader subtracts it.
 """
-import json
 import math
 import os
-import tempfile
 
 import numpy as np
+
+from ..io_utils import atomic_write_json
 
 # The devkit's ``0:0.1:1``, spelt as numpy produces it (0.30000000000000004, ...) like every
 # Python port; a recall of exactly 0.3 therefore does not reach the 4th point.
@@ -236,20 +236,8 @@ def format_ap_table(result, classes):
 
 
 def save_metrics_json(result, path):
-    """Write ``result`` as JSON (NaN becomes null) through a temporary file and ``os.replace``."""
-    payload = _jsonable(result)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(payload, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``result`` as JSON (NaN becomes null), atomically."""
+    atomic_write_json(path, _jsonable(result), allow_nan=False)
 
 
 def _jsonable(value):

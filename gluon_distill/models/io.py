@@ -11,11 +11,10 @@ import os
 import subprocess
 import sys
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 
 from .. import __version__
-from ..engine.checkpoint import atomic_write_text
+from ..io_utils import atomic_write_text
 from .ssd import arch_from_dict, build_ssd, initialize, ModelError
 
 MODEL_JSON = 'model.json'

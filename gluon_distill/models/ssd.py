@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, asdict
 from typing import List, Optional
 
-from .. import _compat  # noqa: F401
 import mxnet as mx
 from gluoncv.model_zoo.ssd import SSD
 from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512

@@ -5,7 +5,6 @@ demo and the tests plug this block into GluonCV's own :class:`~gluoncv.model_zoo
 (``network=None``, ``features=`` a multi-output block). Everything downstream (head, anchors,
 targets, loss, distillation) is the code path the zoo networks use.
 """
-from .. import _compat  # noqa: F401
 from mxnet.gluon import nn
 
 #: Output strides of the five feature maps (16, 8, 4, 2, 1 cells at a 128 px input).

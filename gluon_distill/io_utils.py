@@ -1,0 +1,125 @@
+"""Atomic file writes: every file of a run (checkpoint, config, summary, metrics, deploy
+record, reproduction results) is written to a temporary file beside it, synced, then renamed
+over the old one, so a crash or Ctrl-C at any moment leaves the previous file whole and no
+temporary file behind. A write that fails (full disk, read-only folder) raises
+:class:`WriteError`, one line naming the file and the free space.
+
+This module does not import MXNet (the configuration writer uses it); MXNet's own writer
+errors are recognised when MXNet is loaded.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or does not fit the network."""
+
+
+class WriteError(CheckpointError, OSError):
+    """A file of a run could not be written (full disk, read-only folder); the file it would
+    have replaced is intact."""
+
+
+def mxnet_reason(error):
+    """The one informative line of an MXNet error (its text starts with a C++ traceback)."""
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    for line in reversed(lines):
+        if line.startswith('MXNetError:'):
+            return line[len('MXNetError:'):].strip()
+    return lines[-1] if lines else type(error).__name__
+
+
+def format_bytes(n):
+    for unit in ('B', 'KB', 'MB', 'GB'):
+        if n < 1024 or unit == 'GB':
+            return '{:.0f} {}'.format(n, unit) if unit == 'B' else '{:.1f} {}'.format(n, unit)
+        n /= 1024.0
+    return '{:.1f} TB'.format(n)
+
+
+def free_space(path):
+    """Free bytes on the file system holding ``path`` (None when unknown)."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return None
+
+
+def write_error(path, error):
+    """:class:`WriteError` for a failed write of ``path``: the reason and the free space."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = os.strerror(error.errno)
+    elif isinstance(error, OSError):
+        reason = str(error) or 'write failed'
+    else:  # MXNet's C++ writer: "Check failed: ...: FileStream.Write incomplete"
+        reason = mxnet_reason(error).rsplit(': ', 1)[-1]
+    free = free_space(path)
+    if free is not None and free < (1 << 20) and 'space' not in reason:
+        reason = 'the disk is full ({})'.format(reason)
+    where = '' if free is None else '; {} free on that disk'.format(format_bytes(free))
+    return WriteError('cannot write {}: {}{}'.format(path, reason, where))
+
+
+def _default_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _is_mxnet_error(error):
+    mx = sys.modules.get('mxnet')
+    base = getattr(mx, 'base', None)
+    return base is not None and isinstance(error, base.MXNetError)
+
+
+def atomic_write(path, write_fn, previous=None):
+    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``.
+
+    With ``previous``, the file ``path`` held so far is renamed to ``previous`` first (only once
+    the new content is safely on disk). A failed write raises :class:`WriteError` (other
+    exceptions, e.g. KeyboardInterrupt, propagate) and leaves ``path`` (and ``previous``) as
+    they were, with no temporary file behind.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                                   dir=directory)
+    except OSError as e:
+        raise write_error(path, e) from None
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600 files
+        if previous is not None and os.path.exists(path):
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, WriteError):
+            raise
+        if isinstance(e, OSError) or _is_mxnet_error(e):
+            raise write_error(path, e) from None
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write the string ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def atomic_write_json(path, value, **kwargs):
+    """``json.dump(value)`` to ``path`` atomically, indented by 2 unless ``indent`` is given;
+    the value is serialised before any file is touched."""
+    kwargs.setdefault('indent', 2)
+    atomic_write_text(path, json.dumps(value, **kwargs) + '\n')

@@ -1,0 +1,284 @@
+"""Reproduce one table of the paper with one command: train, evaluate, compare.
+
+Every YAML file of the experiments folder whose ``experiment.paper_table`` names the table is
+one run: teachers (``teacher_*``), baselines (``baseline_*``) and distillations (any config
+with ``teacher.params``; its method is ``distill.method``). Runs go in dependency order, a
+student after the teacher whose ``train.out/best.params`` it loads. A run with ``summary.json``
+in its ``train.out`` is finished and skipped; one with ``last.ckpt`` is resumed.
+
+Each finished run's ``best.params`` is evaluated on its config's validation split (cached in
+``OUT/reproduce_eval.json``); ``table<N>.md``, ``table<N>.csv`` and ``table<N>.png`` put our
+mAP beside ``experiment.published_mAP`` with the difference.
+"""
+import csv
+import glob
+import json
+import os
+import re
+import time
+
+from . import _compat  # noqa: F401
+
+METHODS = ('gan', 'head_only', 'mimic', 'fgfi')
+
+# Assumed training throughput, images per second per GPU at 512 px (forward + backward, one
+# V100-class GPU, GluonCV's SSD). These are assumptions for planning, not measurements.
+IMAGES_PER_SEC_512 = {
+    'vgg16_atrous': 30.0, 'resnet101_v2': 25.0, 'resnet50_v1': 40.0, 'resnet18_v1': 80.0,
+    'mobilenet1.0': 90.0, 'mobilenetv2_1.0': 90.0, 'tiny': 1000.0,
+}
+DEFAULT_IMAGES_PER_SEC = 40.0
+# a distillation step also runs the teacher forward: about a third of its training step
+TEACHER_FORWARD_SHARE = 1.0 / 3
+# images in the VOC splits the configs use
+VOC_SPLIT_IMAGES = {'2007_trainval': 5011, '2012_trainval': 11540, '2007_test': 4952}
+
+
+class Run(object):
+    """One config of the table: its path, role, method and loaded config."""
+
+    def __init__(self, path, cfg):
+        self.path = path
+        self.cfg = cfg
+        self.name = cfg.experiment.name or os.path.splitext(os.path.basename(path))[0]
+        base = os.path.basename(path)
+        if cfg.teacher.params or cfg.teacher.pretrained:
+            self.role = 'student'
+            self.method = cfg.distill.method
+        elif base.startswith('teacher_'):
+            self.role, self.method = 'teacher', 'teacher'
+        else:
+            self.role, self.method = 'baseline', 'baseline'
+        self.out = os.path.abspath(os.path.expanduser(cfg.train.out))
+        self.depends = None
+
+    @property
+    def finished(self):
+        return os.path.exists(os.path.join(self.out, 'summary.json'))
+
+    @property
+    def started(self):
+        return os.path.exists(os.path.join(self.out, 'last.ckpt'))
+
+    def command(self, ctx=None):
+        tool = 'tools/train_distill.py' if self.role == 'student' else 'tools/train_ssd.py'
+        cmd = 'python {} --config {}'.format(tool, self.path)
+        if ctx:
+            cmd += ' --ctx {}'.format(ctx)
+        if self.started and not self.finished:
+            cmd += ' --resume'
+        return cmd
+
+
+def _in_table(cfg, table):
+    return re.search(r'\bTable {}\b'.format(re.escape(str(table))),
+                     cfg.experiment.paper_table or '') is not None
+
+
+def collect_runs(experiments, table=1, methods=None, overrides=()):
+    """The runs of ``table`` under ``experiments``, in dependency order."""
+    from .config import load_config
+    methods = tuple(methods) if methods else METHODS
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError('unknown method {!r}: expected some of {}'.format(
+                method, ', '.join(METHODS)))
+    paths = sorted(glob.glob(os.path.join(experiments, '*.yaml')))
+    if not paths:
+        raise FileNotFoundError('no *.yaml configs in {}'.format(experiments))
+    runs = [Run(p, load_config(p, overrides)) for p in paths]
+    runs = [r for r in runs if _in_table(r.cfg, table)]
+    if not runs:
+        raise ValueError('no config in {} has experiment.paper_table naming Table {}'.format(
+            experiments, table))
+    runs = [r for r in runs if r.role != 'student' or r.method in methods]
+    teachers = {os.path.join(r.out, 'best.params'): r for r in runs if r.role == 'teacher'}
+    for r in runs:
+        if r.role == 'student':
+            params = os.path.abspath(os.path.expanduser(r.cfg.teacher.params or ''))
+            r.depends = teachers.get(params)
+    order = {'teacher': 0, 'baseline': 1, 'student': 2}
+    return sorted(runs, key=lambda r: order[r.role])
+
+
+def _split_images(cfg):
+    """Training images of ``cfg``: known VOC sizes, else the split files under its root."""
+    total = 0
+    root = os.path.expanduser(cfg.data.root)
+    for split in cfg.data.train_split.split('+'):
+        if split in VOC_SPLIT_IMAGES:
+            total += VOC_SPLIT_IMAGES[split]
+            continue
+        name = split.split('_')[-1]
+        files = glob.glob(os.path.join(root, 'ImageSets', 'Main', name + '.txt')) + \
+            glob.glob(os.path.join(root, '*', 'ImageSets', 'Main', name + '.txt'))
+        if not files:
+            return None
+        with open(files[0]) as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def _rate(network):
+    return IMAGES_PER_SEC_512.get(network, DEFAULT_IMAGES_PER_SEC)
+
+
+def gpu_hours(run):
+    """Estimated GPU-hours of ``run`` from its recipe (images x epochs / assumed rate)."""
+    images = _split_images(run.cfg)
+    if images is None:
+        return None
+    m = run.cfg.model
+    seconds_per_image = (512.0 / m.data_shape) ** -2 / _rate(m.network)
+    if run.role == 'student':
+        seconds_per_image += (TEACHER_FORWARD_SHARE * (512.0 / m.data_shape) ** -2 /
+                              _rate(run.cfg.teacher.network))
+    return images * run.cfg.train.epochs * seconds_per_image / 3600.0
+
+
+def _train(run, ctx, logger):
+    from .config import set_key
+    from .engine.divergence import Diverged
+    from .training import train_detector
+    from .distill.run import train_distilled
+    if run.depends is not None and not run.depends.finished:
+        raise FileNotFoundError('{} needs its teacher {} to finish first (no {})'.format(
+            run.name, run.depends.name, os.path.join(run.depends.out, 'summary.json')))
+    if ctx:
+        set_key(run.cfg, 'train.ctx', ctx)
+    stale = os.path.join(run.out, 'reproduce_eval.json')
+    if os.path.exists(stale):
+        os.remove(stale)
+    if run.started:
+        set_key(run.cfg, 'train.resume', True)
+        logger.info('resuming %s', run.out)
+    train = train_distilled if run.role == 'student' else train_detector
+    started = time.time()
+    try:
+        summary = train(run.cfg, argv=['tools/reproduce.py', run.path])
+    except Diverged as e:
+        logger.warning('%s: %s', run.name, e)
+        summary = {'out': run.out, 'diverged': str(e)}
+    summary['seconds'] = time.time() - started
+    with open(os.path.join(run.out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+
+
+def _evaluate(run, ctx):
+    """Our mAP of the run's best.params on its validation split (cached)."""
+    from .evaluation.run import evaluate_params
+    cache = os.path.join(run.out, 'reproduce_eval.json')
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return json.load(f)['mAP']
+    params = os.path.join(run.out, 'best.params')
+    if not os.path.exists(params):
+        return None
+    result, _ = evaluate_params(params, run.cfg.data.root, run.cfg.data.val_split,
+                                ctx or 'cpu', progress=False)
+    with open(cache, 'w') as f:
+        json.dump({'mAP': result['mAP'], 'params': params,
+                   'split': run.cfg.data.val_split}, f, indent=2)
+    return result['mAP']
+
+
+def _fmt(value):
+    return '—' if value is None else '{:.3f}'.format(value)
+
+
+def write_results(rows, results_dir, table):
+    """``table<N>.md``, ``.csv`` and ``.png`` of ``rows``; returns the three paths."""
+    os.makedirs(results_dir, exist_ok=True)
+    stem = os.path.join(results_dir, 'table{}'.format(table))
+    with open(stem + '.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['name', 'role', 'method', 'paper_table', 'paper_mAP', 'our_mAP',
+                         'difference'])
+        for r in rows:
+            writer.writerow([r['name'], r['role'], r['method'], r['paper_table'],
+                             '' if r['paper'] is None else r['paper'],
+                             '' if r['ours'] is None else '{:.4f}'.format(r['ours']),
+                             '' if r['diff'] is None else '{:.4f}'.format(r['diff'])])
+    lines = ['# Table {}: paper vs this reproduction'.format(table), '',
+             'mAP = VOC07 11-point mAP of each run\'s best.params on its config\'s validation '
+             'split; difference = ours - paper.', '',
+             '| run | role | method | paper mAP | our mAP | difference |',
+             '|---|---|---|---:|---:|---:|']
+    for r in rows:
+        diff = '—' if r['diff'] is None else '{:+.3f}'.format(r['diff'])
+        lines.append('| {} | {} | {} | {} | {} | {} |'.format(
+            r['name'], r['role'], r['method'], _fmt(r['paper']), _fmt(r['ours']), diff))
+    with open(stem + '.md', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    _plot(rows, stem + '.png', table)
+    return stem + '.md', stem + '.csv', stem + '.png'
+
+
+def _plot(rows, path, table):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    xs = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 4.5))
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], [r['paper'] or 0 for r in rows], width, label='paper')
+    ax.bar([x + width / 2 for x in xs], [r['ours'] or 0 for r in rows], width, label='ours')
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r['name'] for r in rows], rotation=60, ha='right', fontsize=7)
+    ax.set_ylabel('mAP')
+    ax.set_title('Table {}: paper vs ours'.format(table))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def dry_run(runs, ctx=None, out=print):
+    """Print the commands in order, their state, and the GPU-hour estimate; returns the total."""
+    total, unknown = 0.0, []
+    for r in runs:
+        state = 'done' if r.finished else ('resume' if r.started else 'todo')
+        hours = gpu_hours(r)
+        out('[{}] {}    # {}, ~{} GPU-h'.format(
+            state, r.command(ctx), r.method, '?' if hours is None else '{:.3g}'.format(hours)))
+        if hours is None:
+            unknown.append(r.name)
+        elif not r.finished:
+            total += hours
+    out('estimate: {:.1f} GPU-hours for the {} unfinished runs (images x epochs of each recipe '
+        'at assumed training rates per GPU at 512 px: {}; scaled by (512/size)^2; students add '
+        'a teacher forward at {:.2f} of its step). An estimate from assumed rates, not a '
+        'measurement.'.format(
+            total, sum(1 for r in runs if not r.finished),
+            ', '.join('{} {:g} img/s'.format(k, v) for k, v in IMAGES_PER_SEC_512.items()),
+            TEACHER_FORWARD_SHARE))
+    if unknown:
+        out('no image count for: {}'.format(', '.join(unknown)))
+    return total
+
+
+def reproduce_table(table=1, experiments='experiments/voc', methods=None, ctx=None,
+                    results_dir='results', overrides=(), dry=False, out=print):
+    """Train (or resume) every run of ``table`` in order, evaluate, and write the results."""
+    runs = collect_runs(experiments, table, methods, overrides)
+    if dry:
+        dry_run(runs, ctx, out)
+        return None
+    from .engine.hooks import setup_logging
+    logger = setup_logging()
+    rows = []
+    for r in runs:
+        if r.finished:
+            logger.info('skip %s: %s/summary.json exists', r.name, r.out)
+        else:
+            logger.info('train %s (%s)', r.name, r.command(ctx))
+            _train(r, ctx, logger)
+        ours = _evaluate(r, ctx)
+        paper = r.cfg.experiment.published_mAP
+        rows.append({'name': r.name, 'role': r.role, 'method': r.method,
+                     'paper_table': r.cfg.experiment.paper_table, 'paper': paper, 'ours': ours,
+                     'diff': None if paper is None or ours is None else ours - paper})
+    paths = write_results(rows, results_dir, table)
+    for p in paths:
+        out('wrote {}'.format(p))
+    return rows

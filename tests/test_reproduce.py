@@ -1,0 +1,144 @@
+"""tools/reproduce.py end to end on a tiny "Table 1" of 64 px networks on the generated data."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+TOOL = str(REPO / 'tools' / 'reproduce.py')
+
+COMMON = {
+    'data': {'train_split': 'train', 'val_split': 'val', 'num_workers': 0},
+    'model': {'network': 'tiny', 'data_shape': 64, 'width': 8, 'blocks': 1,
+              'pretrained_base': False},
+    'train': {'epochs': 1, 'batch_size': 16, 'optimizer': 'adam', 'lr': 0.001, 'ctx': 'cpu',
+              'progress': False, 'log_interval': 2},
+}
+
+
+def _write(folder, name, root, runs, paper_table, published, model=None, teacher=None,
+           distill=None):
+    cfg = {k: dict(v) for k, v in COMMON.items()}
+    cfg['data']['root'] = str(root)
+    cfg['train']['out'] = str(runs / name)
+    cfg['experiment'] = {'name': name, 'paper_table': paper_table, 'published_mAP': published}
+    if model:
+        cfg['model'].update(model)
+    if teacher:
+        cfg['teacher'] = teacher
+        cfg['distill'] = distill
+    with open(os.path.join(folder, name + '.yaml'), 'w') as f:
+        yaml.safe_dump(cfg, f)
+
+
+@pytest.fixture
+def tiny_table(synthetic_root, tmp_path):
+    """A teacher, a baseline and three students (gan, head_only, mimic) plus a Table 2 config."""
+    folder, runs = tmp_path / 'experiments', tmp_path / 'runs'
+    folder.mkdir()
+    teacher = {'network': 'tiny', 'params': str(runs / 'teacher_tiny' / 'best.params')}
+    _write(folder, 'teacher_tiny', synthetic_root, runs, 'teacher of Table 1', 0.80,
+           model={'width': 16})
+    _write(folder, 'baseline_tiny', synthetic_root, runs, 'Table 1, tiny student', 0.70)
+    # named so that it sorts before the teacher: order must come from the dependency
+    _write(folder, 'a_tiny_to_tiny', synthetic_root, runs, 'Table 1, tiny from tiny', 0.75,
+           teacher=teacher, distill={'method': 'gan', 'critic_width': 8})
+    _write(folder, 'a_tiny_to_tiny_head_only', synthetic_root, runs, 'comparison for Table 1',
+           None, teacher=teacher, distill={'method': 'head_only'})
+    _write(folder, 'a_tiny_to_tiny_mimic', synthetic_root, runs, 'comparison for Table 1',
+           None, teacher=teacher, distill={'method': 'mimic'})
+    _write(folder, 'other_table', synthetic_root, runs, 'Table 2, not ours', 0.5)
+    return folder, runs, tmp_path / 'results'
+
+
+def _tool(*args):
+    proc = subprocess.run([sys.executable, TOOL] + list(args), cwd=str(REPO),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_reproduce_tiny_table_end_to_end(tiny_table):
+    folder, runs, results = tiny_table
+    common = ['--table', '1', '--experiments', str(folder), '--results', str(results),
+              '--methods', 'gan', 'head_only', '--ctx', 'cpu']
+
+    printed = _tool(*(common + ['--dry-run'])).splitlines()
+    assert not runs.exists() and not results.exists()  # trained nothing
+    commands = [line for line in printed if line.startswith('[todo] python tools/')]
+    names = [c.split('--config ')[1].split()[0] for c in commands]
+    assert [os.path.basename(n) for n in names] == [
+        'teacher_tiny.yaml', 'baseline_tiny.yaml', 'a_tiny_to_tiny.yaml',
+        'a_tiny_to_tiny_head_only.yaml']  # no mimic (--methods), no Table 2
+    assert 'tools/train_ssd.py' in commands[0] and 'tools/train_distill.py' in commands[2]
+    assert all(c.split('#')[0].rstrip().endswith('--ctx cpu') for c in commands)
+    assert printed[-1].startswith('estimate: ') and 'GPU-hours' in printed[-1]
+    assert 'assumed' in printed[-1] and 'not a measurement' in printed[-1]
+
+    _tool(*common)
+    summaries = {name: runs / name / 'summary.json' for name in
+                 ('teacher_tiny', 'baseline_tiny', 'a_tiny_to_tiny', 'a_tiny_to_tiny_head_only')}
+    mtimes = {name: os.path.getmtime(str(p)) for name, p in summaries.items()}
+    assert mtimes['teacher_tiny'] < mtimes['a_tiny_to_tiny']
+    assert mtimes['teacher_tiny'] < mtimes['a_tiny_to_tiny_head_only']
+    assert not (runs / 'a_tiny_to_tiny_mimic').exists()
+    assert not (runs / 'other_table').exists()
+
+    with open(str(results / 'table1.csv')) as f:
+        rows = {r['name']: r for r in csv.DictReader(f)}
+    assert list(rows) == ['teacher_tiny', 'baseline_tiny', 'a_tiny_to_tiny',
+                          'a_tiny_to_tiny_head_only']
+    gan = rows['a_tiny_to_tiny']
+    assert gan['method'] == 'gan' and float(gan['paper_mAP']) == 0.75
+    ours = float(gan['our_mAP'])
+    assert 0.0 <= ours <= 1.0
+    assert float(gan['difference']) == pytest.approx(ours - 0.75, abs=1e-4)
+    assert rows['a_tiny_to_tiny_head_only']['paper_mAP'] == ''
+    assert rows['a_tiny_to_tiny_head_only']['difference'] == ''
+    md = (results / 'table1.md').read_text()
+    assert '| a_tiny_to_tiny | student | gan | 0.750 | {:.3f} | {:+.3f} |'.format(
+        ours, ours - 0.75) in md
+    assert '| a_tiny_to_tiny_head_only | student | head_only | — |' in md
+    assert (results / 'table1.png').stat().st_size > 1000
+
+    # a second call trains nothing and gives the same table
+    before = md
+    printed = _tool(*common)
+    assert {name: os.path.getmtime(str(p)) for name, p in summaries.items()} == mtimes
+    assert (results / 'table1.md').read_text() == before
+    assert 'wrote' in printed
+    again = _tool(*(common + ['--dry-run']))
+    assert again.count('[done]') == 4 and '[todo]' not in again
+
+
+def test_reproduce_unknown_method_is_one_line_error(tiny_table):
+    folder, _, results = tiny_table
+    proc = subprocess.run([sys.executable, TOOL, '--experiments', str(folder), '--methods',
+                           'distil', '--dry-run'], cwd=str(REPO), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: unknown method 'distil': expected some of gan, "
+                                   "head_only, mimic, fgfi")
+
+
+def test_reproduce_resumes_a_cut_off_run(synthetic_root, tmp_path):
+    folder, runs, results = tmp_path / 'experiments', tmp_path / 'runs', tmp_path / 'results'
+    folder.mkdir()
+    _write(str(folder), 'baseline_tiny', synthetic_root, runs, 'Table 1, tiny', 0.7,
+           model={'width': 4})
+    common = ['--experiments', str(folder), '--results', str(results)]
+    # one epoch of two, then "cut off": the checkpoint stays, summary.json does not
+    _tool(*(common + ['--set', 'train.epochs=1']))
+    out = runs / 'baseline_tiny'
+    (out / 'summary.json').unlink()
+    assert '[resume] python tools/train_ssd.py' in _tool(*(common + ['--set', 'train.epochs=2',
+                                                                      '--dry-run']))
+    _tool(*(common + ['--set', 'train.epochs=2']))
+    log = (out / 'train.log').read_text()
+    assert 'continuing at epoch 1' in log
+    assert '"epochs": 2' in (out / 'summary.json').read_text()
