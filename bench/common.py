@@ -29,14 +29,11 @@ def load(seconds_note=''):
 
 
 def data_config(root, min_size=96, max_size=160, num_train=64, split='train'):
-    from gluon_distill.config import load_config, set_key
-    cfg = load_config()
+    from gluon_distill.config import config_from
     values = {'data.root': root, 'data.train_split': split, 'data.val_split': 'val',
               'data.synthetic.num_train': num_train, 'data.synthetic.num_val': 8,
               'data.synthetic.min_size': min_size, 'data.synthetic.max_size': max_size}
-    for key, value in values.items():
-        set_key(cfg, key, value)
-    return cfg
+    return config_from(values)
 
 
 def datasets(root='synthetic', **kwargs):

@@ -4,9 +4,11 @@ The schema is a tree of dataclasses with six sections (``data``, ``model``, ``te
 ``distill``, ``train``, ``eval``). A YAML file sets any subset of keys; ``--set
 section.key=value`` overrides one key (the value is parsed as YAML); every command-line flag of
 the tools is an alias of one dotted key (see :data:`FLAG_ALIASES`). Unknown keys and values of
-the wrong type raise :class:`ConfigError` naming the key.
+the wrong type, or a value outside the allowed ones (:data:`CHOICES`), raise
+:class:`ConfigError` naming the key. :func:`config_from` builds a config from dotted values.
 """
 import argparse
+import copy
 import dataclasses
 import re
 import typing
@@ -23,7 +25,56 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown or its value has the wrong type."""
+    """A configuration key is unknown, or its value has the wrong type or is not allowed."""
+
+
+# The names of the distillation methods (``distill.method``: one, or several joined by ``+``)
+# and of the ablation without any distillation loss, which combines with nothing.
+# :mod:`gluon_distill.distill.methods` maps each name to its builder.
+DISTILL_METHODS = ('gan', 'mimic', 'fgfi')
+DISTILL_ABLATION = 'head_only'
+
+# dotted key -> the values it allows (every string option with a closed set of values)
+CHOICES = {
+    'data.pipeline': ('fast', 'gluoncv'),
+    'data.on_bad_image': ('stop', 'skip'),
+    'train.optimizer': ('sgd', 'adam'),
+    'distill.adapter': ('conv1x1',),
+    'distill.gan.critic': ('bn', 'plain', 'spectral'),
+    'distill.gan.adv_optimizer': ('shared', 'adam'),
+}
+
+
+def check_method(method, key='distill.method'):
+    """``distill.method`` -> its list of method names (empty for the ablation), or a
+    :class:`ConfigError` naming ``key`` and the allowed names."""
+    names = [n.strip() for n in str(method).split('+')]
+    allowed = (DISTILL_ABLATION,) + DISTILL_METHODS
+    for n in names:
+        if n not in allowed:
+            raise ConfigError('{}: expected one of {} (or several joined by +, e.g. gan+fgfi), '
+                              'got {!r}'.format(key, ', '.join(allowed), method))
+    if DISTILL_ABLATION in names:
+        if len(names) > 1:
+            raise ConfigError('{}: {} is the ablation without any distillation loss and '
+                              'combines with nothing, got {!r}'.format(key, DISTILL_ABLATION,
+                                                                       method))
+        return []
+    if len(set(names)) != len(names):
+        raise ConfigError('{}: {!r} names a method twice'.format(key, method))
+    return names
+
+
+def _check_choice(dotted, value, shown=None):
+    """``value`` if the key ``dotted`` allows it, else a :class:`ConfigError` naming ``shown``
+    (the key as the user wrote it; ``dotted`` by default)."""
+    shown = shown or dotted
+    if dotted == 'distill.method':
+        check_method(value, shown)
+    elif dotted in CHOICES and value not in CHOICES[dotted]:
+        raise ConfigError('{}: expected one of {}, got {!r}'.format(
+            shown, ', '.join(CHOICES[dotted]), value))
+    return value
 
 
 class _Loader(yaml.SafeLoader):
@@ -67,9 +118,9 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     num_workers: int = 4
-    pipeline: str = 'fast'
+    pipeline: str = 'fast'              # see CHOICES
     check_images: bool = True
-    on_bad_image: str = 'stop'          # stop | skip: a missing or undecodable image
+    on_bad_image: str = 'stop'          # a missing or undecodable image: stop or skip
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -327,8 +378,9 @@ def _legacy_key(node, part, dotted):
     return new
 
 
-def set_key(cfg, dotted, value):
-    """Set ``cfg.<dotted>`` to ``value`` after checking the key exists and the type fits."""
+def set_key(cfg, dotted, value, _shown=None):
+    """Set ``cfg.<dotted>`` to ``value`` after checking the key exists, the type fits and the
+    value is allowed (:data:`CHOICES`)."""
     parts = dotted.split('.')
     node = cfg
     for depth, part in enumerate(parts):
@@ -338,7 +390,7 @@ def set_key(cfg, dotted, value):
         types = _field_types(node)
         new = _legacy_key(node, part, '.'.join(parts[:depth + 1]))
         if new is not None and depth == len(parts) - 1:
-            return set_key(cfg, new, value)
+            return set_key(cfg, new, value, _shown='.'.join(parts[:depth + 1]))
         if part not in types:
             where = '.'.join(parts[:depth]) or 'top level'
             raise ConfigError('unknown config key {!r} ({} has: {})'.format(
@@ -349,7 +401,8 @@ def set_key(cfg, dotted, value):
                     raise ConfigError('{}: expected a mapping, got {!r}'.format(dotted, value))
                 merge_dict(getattr(node, part), value, prefix=dotted)
             else:
-                setattr(node, part, _coerce(value, types[part], dotted))
+                value = _coerce(value, types[part], dotted)
+                setattr(node, part, _check_choice(dotted, value, _shown))
         else:
             node = getattr(node, part)
 
@@ -364,8 +417,8 @@ def merge_dict(node, mapping, prefix=''):
         new = _legacy_key(node, key, dotted)
         if new is not None:
             section, name = LEGACY_DISTILL_KEYS[key].split('.')
-            setattr(getattr(node, section), name,
-                    _coerce(value, _field_types(getattr(node, section))[name], new))
+            value = _coerce(value, _field_types(getattr(node, section))[name], new)
+            setattr(getattr(node, section), name, _check_choice(new, value, dotted))
             continue
         if key not in types:
             raise ConfigError('unknown config key {!r} ({} has: {})'.format(
@@ -374,7 +427,31 @@ def merge_dict(node, mapping, prefix=''):
         if dataclasses.is_dataclass(child):
             merge_dict(child, value, dotted)
         else:
-            setattr(node, key, _coerce(value, types[key], dotted))
+            setattr(node, key, _check_choice(dotted, _coerce(value, types[key], dotted)))
+
+
+def check_choices(node, prefix=''):
+    """Check every key of :data:`CHOICES` (and ``distill.method``) under ``node``, the config
+    or its section ``prefix``: for a config assembled by assigning attributes, which
+    :func:`set_key` has not seen. Raises :class:`ConfigError` naming the key."""
+    for dotted in ('distill.method',) + tuple(CHOICES):
+        if prefix and not dotted.startswith(prefix + '.'):
+            continue
+        rel = dotted[len(prefix) + 1:] if prefix else dotted
+        value = node
+        for part in rel.split('.'):
+            value = getattr(value, part)
+        shown = distill_key(node, rel) if isinstance(node, DistillConfig) else dotted
+        _check_choice(dotted, value, shown)
+
+
+def config_from(values, base=None):
+    """A config from a dict of dotted keys -> values, applied in order onto ``base`` (a copy of
+    it; the defaults when None), each checked as ``--set`` checks it."""
+    cfg = Config() if base is None else copy.deepcopy(base)
+    for key, value in values.items():
+        set_key(cfg, key, value)
+    return cfg
 
 
 def load_config(path=None, overrides=()):

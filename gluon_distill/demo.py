@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 
-from .config import Config, set_key
+from .config import config_from, set_key
 from .engine.hooks import setup_logging
 
 # Schedules. The teacher gets 1.5x the students' epochs: at 40 epochs it was only ~0.01-0.06
@@ -41,7 +41,6 @@ def demo_config(role, out_root, quick=False, ctx='cpu', workers=2):
     """The config of one demo stage: ``teacher``, ``student`` (no teacher), ``head_only``
     (adapters + the teacher's head, no critics) or ``distilled`` (GAN)."""
     sched = QUICK if quick else FULL
-    cfg = Config()
     values = {
         'experiment.name': 'demo_' + role,
         'data.root': 'synthetic', 'data.train_split': 'train', 'data.val_split': 'val',
@@ -61,9 +60,7 @@ def demo_config(role, out_root, quick=False, ctx='cpu', workers=2):
         values['distill.method'] = 'gan' if role == 'distilled' else 'head_only'
     if role == 'distilled':
         values.update(DEMO_GAN)
-    for key, value in values.items():
-        set_key(cfg, key, value)
-    return cfg
+    return config_from(values)
 
 
 def _finished(out):

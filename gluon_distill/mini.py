@@ -22,7 +22,7 @@ import math
 import os
 import time
 
-from .config import set_key, Config
+from .config import config_from, set_key
 from .io_utils import atomic_write_json, atomic_write_text
 
 # Shared by every run. ``synthetic``: the generated shapes (400 training, 100 validation
@@ -62,10 +62,7 @@ DEFAULT_ARMS = ('baseline', 'head_only', 'gan')
 
 
 def _config(values):
-    cfg = Config()
-    for key, value in values.items():
-        set_key(cfg, key, value)
-    return cfg
+    return config_from(values)
 
 
 def _data(data_root):

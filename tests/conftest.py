@@ -21,7 +21,7 @@ def synthetic_root(tmp_path_factory):
 
 def tiny_config(root, out, **overrides):
     """A 64 px tiny-SSD config on ``root`` that trains in seconds."""
-    from gluon_distill.config import load_config
+    from gluon_distill.config import config_from
     sets = {
         'data.root': root, 'data.train_split': 'train', 'data.val_split': 'val',
         'data.num_workers': 0, 'model.network': 'tiny', 'model.data_shape': 64,
@@ -30,8 +30,4 @@ def tiny_config(root, out, **overrides):
         'train.out': str(out), 'train.progress': False, 'train.log_interval': 2,
     }
     sets.update(overrides)
-    cfg = load_config()
-    from gluon_distill.config import set_key
-    for key, value in sets.items():
-        set_key(cfg, key, value)
-    return cfg
+    return config_from(sets)

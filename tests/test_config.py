@@ -10,8 +10,8 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gluon_distill.config import (  # noqa: E402
-    Config, ConfigError, FLAG_ALIASES, add_common_arguments, config_from_args, load_config,
-    set_key)
+    CHOICES, DISTILL_ABLATION, DISTILL_METHODS, Config, ConfigError, FLAG_ALIASES,
+    add_common_arguments, check_choices, config_from, config_from_args, load_config, set_key)
 
 
 def parse(argv):
@@ -370,3 +370,84 @@ def test_only_the_anchor_generators_unused_parameter_warning_is_silenced():
                       'intended?', UserWarning)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and 'conv0_weight' in messages[0], messages
+
+
+# --- allowed values ----------------------------------------------------------------------------
+
+def _nested(dotted, value):
+    """``a.b.c``, v -> {'a': {'b': {'c': v}}}: the YAML file that sets one key."""
+    data = value
+    for part in reversed(dotted.split('.')):
+        data = {part: data}
+    return data
+
+
+@pytest.mark.parametrize('key', sorted(CHOICES))
+def test_a_value_outside_the_choices_is_an_error_naming_key_and_choices(key, tmp_path):
+    allowed = ', '.join(CHOICES[key])
+    message = '{}: expected one of {}, got {!r}'.format(key, allowed, 'nonsense')
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=['{}=nonsense'.format(key)])
+    assert message in str(e.value)
+    path = write_yaml(tmp_path / 'bad.yaml', _nested(key, 'nonsense'))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert path in str(e.value) and message in str(e.value)
+    for value in CHOICES[key]:  # every declared value is accepted by both routes
+        assert load_config(overrides=['{}={}'.format(key, value)]).to_dict() == \
+            load_config(write_yaml(tmp_path / 'ok.yaml', _nested(key, value))).to_dict()
+
+
+@pytest.mark.parametrize('method, message', [
+    ('kd', 'distill.method: expected one of head_only, gan, mimic, fgfi'),
+    ('head_only+mimic', 'combines with nothing'),
+    ('gan+gan', 'names a method twice'),
+])
+def test_a_bad_distill_method_is_an_error_from_yaml_and_set(method, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=['distill.method=' + method])
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_yaml(tmp_path / 'bad.yaml', {'distill': {'method': method}}))
+
+
+def test_method_combinations_are_accepted():
+    for method in ('gan', 'head_only', 'gan+fgfi', 'mimic+fgfi'):
+        assert load_config(overrides=['distill.method=' + method]).distill.method == method
+
+
+def test_a_former_flat_key_with_a_bad_value_names_the_key_as_written(tmp_path):
+    with pytest.warns(FutureWarning):
+        with pytest.raises(ConfigError, match='distill.critic: expected one of bn, plain'):
+            load_config(overrides=['distill.critic=batchnorm'])
+        with pytest.raises(ConfigError, match='distill.adv_optimizer: expected one of shared'):
+            load_config(write_yaml(tmp_path / 'bad.yaml',
+                                   {'distill': {'adv_optimizer': 'rmsprop'}}))
+
+
+def test_check_choices_catches_a_bad_value_assigned_directly():
+    cfg = Config()
+    cfg.train.optimizer = 'nag'
+    with pytest.raises(ConfigError, match='train.optimizer: expected one of sgd, adam'):
+        check_choices(cfg)
+    check_choices(cfg.distill, 'distill')  # another section: not checked
+
+
+def test_the_schema_names_the_methods_the_library_builds():
+    from gluon_distill.distill.methods import ABLATION, METHODS
+    assert set(METHODS) == set(DISTILL_METHODS) and ABLATION == DISTILL_ABLATION
+
+
+def test_config_from_equals_the_set_key_sequence():
+    values = {'data.root': 'synthetic', 'model.network': 'tiny', 'train.optimizer': 'adam',
+              'train.lr_steps': [3, 4], 'distill.method': 'gan+fgfi',
+              'distill.gan.critic_width': 16}
+    cfg = Config()
+    for key, value in values.items():
+        set_key(cfg, key, value)
+    assert config_from(values) == cfg
+    base = config_from({'train.epochs': 3})
+    derived = config_from({'train.lr': 0.5}, base=base)
+    assert (derived.train.epochs, derived.train.lr) == (3, 0.5)
+    assert base.train.lr == Config().train.lr  # the base is not changed
+    with pytest.raises(ConfigError, match='data.pipeline: expected one of fast, gluoncv'):
+        config_from({'data.pipeline': 'slow'})

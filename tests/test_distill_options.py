@@ -85,14 +85,15 @@ def test_spectral_run_writes_critics_with_power_iteration_state(synthetic_root, 
 
 
 def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
+    from gluon_distill.config import ConfigError
     from gluon_distill.models.ssd import ModelError
-    with pytest.raises(ModelError, match='adv_optimizer'):
+    with pytest.raises(ConfigError, match='adv_optimizer: expected one of shared, adam'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'x', **{
             'teacher.params': teacher_params, 'distill.adv_optimizer': 'rmsprop'}))
     with pytest.raises(ModelError, match='critic_norm.*replaced by distill.critic'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
             'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))
-    with pytest.raises(ModelError, match='distill.critic: expected one of bn, plain, spectral'):
+    with pytest.raises(ConfigError, match='distill.critic: expected one of bn, plain, spectral'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'z', **{
             'teacher.params': teacher_params, 'distill.critic': 'batchnorm'}))
 

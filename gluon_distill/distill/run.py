@@ -7,7 +7,7 @@ from ..data.loader import TrainLoader
 from ..engine.checkpoint import save_params
 from ..engine.divergence import DivergenceStop
 from ..engine.loop import HookBase
-from ..config import distill_key
+from ..config import check_choices, distill_key
 from ..engine.steps import DetectionStep, make_trainer
 from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
 from ..models.ssd import anchors_of, ModelError
@@ -90,14 +90,7 @@ def check_distill_options(d):
                                                  LEGACY_CRITIC_NORM[g.critic_norm]))
         g.critic = LEGACY_CRITIC_NORM[g.critic_norm]
         g.critic_norm = ''
-    parse_methods(d.method)
-    choices = {'gan.adv_optimizer': ('shared', 'adam'), 'gan.critic': CRITICS}
-    for key, allowed in choices.items():
-        section, name = key.split('.')
-        value = getattr(getattr(d, section), name)
-        if value not in allowed:
-            raise ModelError('{}: expected one of {}, got {!r}'.format(
-                distill_key(d, key), ', '.join(allowed), value))
+    check_choices(d, 'distill')
     f = d.fgfi
     if not 0 <= f.psi <= 1:
         raise ModelError('{}: expected a fraction in [0, 1], got {!r}'.format(
