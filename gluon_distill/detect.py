@@ -13,7 +13,7 @@ import mxnet as mx
 
 from .data.images import ImageReadError, is_image_file, read_image
 from .evaluation.inference import clip_boxes, prepare_for_inference
-from .outdir import ensure_writable_dir
+from .io_utils import ensure_writable_dir
 
 
 def preprocess(image, data_shape, mean, std):

@@ -55,7 +55,7 @@ from mxnet.gluon import nn
 
 from .io_utils import atomic_write_json
 from .models.ssd import ModelError, ssd_head
-from .outdir import ensure_writable_dir
+from .io_utils import ensure_writable_dir
 
 ONNX_OPSET = 13
 VALID_THRESH = 0.01          # GluonCV SSD's box_nms valid_thresh and class-decoder threshold

@@ -2,7 +2,8 @@
 record, reproduction results) is written to a temporary file beside it, synced, then renamed
 over the old one, so a crash or Ctrl-C at any moment leaves the previous file whole and no
 temporary file behind. A write that fails (full disk, read-only folder) raises
-:class:`WriteError`, one line naming the file and the free space.
+:class:`WriteError`, one line naming the file and the free space. Output folders are proved
+writable before any work (:func:`ensure_writable_dir`).
 
 This module does not import MXNet (the configuration writer uses it); MXNet's own writer
 errors are recognised when MXNet is loaded.
@@ -123,3 +124,30 @@ def atomic_write_json(path, value, **kwargs):
     the value is serialised before any file is touched."""
     kwargs.setdefault('indent', 2)
     atomic_write_text(path, json.dumps(value, **kwargs) + '\n')
+
+
+class OutputDirError(ValueError):
+    """An output folder cannot be created or written; the message names it."""
+
+
+def ensure_writable_dir(path, what='output folder'):
+    """Create ``path`` if needed and prove it writable by creating and removing a file in it.
+
+    ``os.access`` is not enough: it says yes to root on a read-only mount or a folder with mode
+    0500, and says nothing about a full disk's quota; a real file answers all of these.
+
+    Returns the absolute path; raises :class:`OutputDirError` with one line naming the path.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputDirError('cannot write to {} {}: it is a file, not a folder'.format(
+            what, path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix='.write-probe-')
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError('cannot write to {} {}: {}'.format(
+            what, path, e.strerror or type(e).__name__))
+    return path

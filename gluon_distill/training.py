@@ -17,7 +17,8 @@ import mxnet as mx
 
 from .data.datasets import build_datasets
 from .data.loader import TrainLoader
-from .engine.checkpoint import atomic_write_text, load_checkpoint, CheckpointError
+from .engine.checkpoint import load_checkpoint, CheckpointError
+from .io_utils import atomic_write_json
 from .engine import rundir
 from .engine.devices import parse_ctx
 from .engine.hooks import (setup_logging, JsonlWriter, LRScheduleHook, NonFiniteGuard,
@@ -299,7 +300,7 @@ def describe_outputs(summary, names=None):
 def write_summary(run, summary):
     """``summary.json``, written last: its presence means the run finished. Releases the
     output folder's lock."""
-    atomic_write_text(os.path.join(run.out, 'summary.json'), json.dumps(summary, indent=2))
+    atomic_write_json(os.path.join(run.out, 'summary.json'), summary)
     rundir.release_lock(run.out)
     return summary
 

@@ -212,6 +212,16 @@ def test_check_batch_size_suggestions():
 
 # --- item 9: unwritable folder, full disk, truncated checkpoint, kill ---------------------------
 
+def _mounted_tmpfs(path, options, why):
+    """Mount a tmpfs with ``options`` on ``path``, yield it, unmount (skip if not allowed)."""
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)],
+                         capture_output=True)
+    if res.returncode != 0:
+        pytest.skip('{}: {}'.format(why, res.stderr.decode()[:200]))
+    yield path
+    subprocess.run(['umount', str(path)])
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder nobody can write to: a read-only tmpfs as root (root ignores permission bits),
@@ -219,12 +229,7 @@ def read_only_dir(tmp_path):
     path = tmp_path / 'ro'
     path.mkdir()
     if os.geteuid() == 0:
-        res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs', str(path)],
-                             capture_output=True)
-        if res.returncode != 0:
-            pytest.skip('cannot mount a read-only tmpfs here: ' + res.stderr.decode()[:200])
-        yield path
-        subprocess.run(['umount', str(path)])
+        yield from _mounted_tmpfs(path, 'size=1m,ro', 'cannot mount a read-only tmpfs here')
     else:
         path.chmod(0o555)
         yield path
@@ -245,12 +250,7 @@ def small_disk(tmp_path):
     """A 16 MB tmpfs (root only; skipped where mounting is not allowed)."""
     path = tmp_path / 'disk'
     path.mkdir()
-    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', str(path)],
-                         capture_output=True)
-    if res.returncode != 0:
-        pytest.skip('cannot mount a tmpfs here (needs root): ' + res.stderr.decode()[:200])
-    yield path
-    subprocess.run(['umount', str(path)])
+    yield from _mounted_tmpfs(path, 'size=16m', 'cannot mount a tmpfs here (needs root)')
 
 
 def test_full_disk_while_writing_a_checkpoint(small_disk, synthetic_root):

@@ -203,7 +203,7 @@ def test_read_only_folder_is_refused(grown, tmp_path, capsys):
 
 
 def test_writability_probe_leaves_nothing(tmp_path):
-    from gluon_distill.outdir import OutputDirError, ensure_writable_dir
+    from gluon_distill.io_utils import OutputDirError, ensure_writable_dir
     assert ensure_writable_dir(tmp_path / 'new' / 'deep') == str(tmp_path / 'new' / 'deep')
     assert os.listdir(str(tmp_path / 'new' / 'deep')) == []
     (tmp_path / 'f').write_text('x')

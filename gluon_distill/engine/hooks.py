@@ -8,7 +8,8 @@ import time
 
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint, save_params, atomic_write_text, write_error
+from ..io_utils import atomic_write_json
+from .checkpoint import save_checkpoint, save_params, write_error
 from .loop import HookBase
 
 LOGGER_NAME = 'gluon_distill'
@@ -325,9 +326,9 @@ class CheckpointHook(HookBase):
         self.last_epoch, self.last_mAP = loop.epoch, _finite_or_none(metric)
         if improved:
             save_params(os.path.join(self.out_dir, 'best.params'), self.step.detector)
-            atomic_write_text(os.path.join(self.out_dir, 'best.json'),
-                              json.dumps({'file': 'best.params', 'epoch': loop.epoch,
-                                          'iteration': loop.iteration, 'mAP': metric}))
+            atomic_write_json(os.path.join(self.out_dir, 'best.json'),
+                              {'file': 'best.params', 'epoch': loop.epoch,
+                               'iteration': loop.iteration, 'mAP': metric}, indent=None)
             self.best, self.best_epoch = best, best_epoch
             self.logger.info('[epoch %d] new best mAP %.4f -> best.params', loop.epoch, metric)
 

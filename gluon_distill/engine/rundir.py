@@ -20,7 +20,7 @@ import os
 import time
 
 from .checkpoint import CheckpointError, write_error
-from ..outdir import OutputDirError, ensure_writable_dir
+from ..io_utils import OutputDirError, ensure_writable_dir
 
 LOCK_NAME = '.lock'
 #: Files whose presence means a folder holds (part of) a run worth keeping.

@@ -10,7 +10,7 @@ from ..data.datasets import load_split, resolve_root
 from ..data.voc import DetectionDataset
 from ..engine.devices import parse_ctx
 from ..models.io import load_detector
-from ..outdir import ensure_writable_dir
+from ..io_utils import ensure_writable_dir
 from .inference import evaluate_detector, prepare_for_inference
 from .voc07 import format_ap_table, save_metrics_json
 

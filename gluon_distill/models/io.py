@@ -14,7 +14,7 @@ import sys
 import mxnet as mx
 
 from .. import __version__
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_write_json
 from .ssd import arch_from_dict, build_ssd, initialize, ModelError
 
 MODEL_JSON = 'model.json'
@@ -78,7 +78,7 @@ def model_spec(arch, classes, mean, std, prov, kind='ssd', extra=None):
 def write_model_json(directory, spec):
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, MODEL_JSON)
-    atomic_write_text(path, json.dumps(spec, indent=2))
+    atomic_write_json(path, spec)
     return path
 
 
