@@ -45,6 +45,7 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
     from gluon_distill.distill.build import Teacher, plan_student
     from gluon_distill.distill.gan import DistillStep, GANDistiller
     from gluon_distill.engine.steps import DetectionStep, make_trainer
+    from gluon_distill.families.ssd import SSDLoss
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
 
     bundle, _ = datasets('synthetic', min_size=300, max_size=500, num_train=32)
@@ -61,7 +62,8 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
         own.hybridize(**HYBRID)
         own_trainer = make_trainer(own.collect_params(), 'sgd', 1e-3, 0.9, 5e-4, kv)
         env['plain'] = DetectionStep(own, ctx_list, own_trainer)
-        env['plain_gluoncv'] = DetectionStep(own, ctx_list, own_trainer, loss=SSDMultiBoxLoss())
+        env['plain_gluoncv'] = DetectionStep(own, ctx_list, own_trainer,
+                                              loss=SSDLoss(SSDMultiBoxLoss()))
     if 'distill' in arms:
         t_arch = resolve_arch(t_cfg.network, size, t_cfg.width, t_cfg.blocks)
         t_net = build_ssd(t_arch, classes)
@@ -82,7 +84,7 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
         plan.net.hybridize(**HYBRID)
         env.update(distill=step, distiller=distiller, plan=plan,
                    distill_gluoncv=DistillStep(plan.net, t_net.features, ctx_list, trainer,
-                                               distiller, loss=SSDMultiBoxLoss()),
+                                               distiller, loss=SSDLoss(SSDMultiBoxLoss())),
                    head_only=DetectionStep(plan.net, ctx_list, trainer))
     loader = TrainLoader(bundle.train, size, anchors, batch, s_cfg.mean, s_cfg.std, ctx_list,
                          seed=0, num_workers=0, pipeline='fast')

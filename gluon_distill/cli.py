@@ -4,7 +4,7 @@ import sys
 
 def known_errors():
     from .config import ConfigError
-    from .data.voc import DatasetError
+    from .data.report import DatasetError
     from .engine.checkpoint import CheckpointError
     from .engine.hooks import TrainingDiverged
     from .models.ssd import ModelError

@@ -38,7 +38,9 @@ DISTILL_ABLATION = 'head_only'
 CHOICES = {
     'data.pipeline': ('fast', 'gluoncv'),
     'data.on_bad_image': ('stop', 'skip'),
+    'data.format': ('voc', 'coco'),
     'train.optimizer': ('sgd', 'adam'),
+    'model.family': ('ssd',),
     'distill.adapter': ('conv1x1',),
     'distill.gan.critic': ('bn', 'plain', 'spectral'),
     'distill.gan.adv_optimizer': ('shared', 'adam'),
@@ -110,7 +112,12 @@ class SyntheticConfig:
 @dataclass
 class DataConfig:
     """Where the images come from. ``root`` is a VOC-format root, GluonCV's VOC root
-    (``~/.mxnet/datasets/voc`` with VOC2007/VOC2012 inside) or ``synthetic``."""
+    (``~/.mxnet/datasets/voc`` with VOC2007/VOC2012 inside), a COCO root
+    (``annotations/instances_<split>.json``, e.g. GluonCV's ``~/.mxnet/datasets/coco``) or
+    ``synthetic``. ``format: coco`` reads COCO JSON (a COCO root is recognised without it);
+    ``annotations`` (a JSON file, ``{split}`` replaced by the split name) and ``images`` (its
+    image folder) read any COCO file instead of ``root``. ``category_ids`` is the COCO id of
+    each class, filled from the JSON and recorded in ``model.json``."""
     root: str = '~/.mxnet/datasets/voc'
     train_split: str = '2007_trainval+2012_trainval'
     val_split: str = '2007_test'
@@ -121,6 +128,10 @@ class DataConfig:
     pipeline: str = 'fast'              # see CHOICES
     check_images: bool = True
     on_bad_image: str = 'stop'          # a missing or undecodable image: stop or skip
+    format: str = 'voc'                 # see CHOICES
+    annotations: str = ''
+    images: str = ''
+    category_ids: Optional[List[int]] = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -131,7 +142,9 @@ class ModelConfig:
     ``network`` is a base name as in GluonCV's train_ssd.py (``resnet50_v1``, ``mobilenet1.0``,
     ``vgg16_atrous``, ...) or a full zoo name (``ssd_512_resnet50_v1``); ``tiny`` is the
     demo-sized backbone of :mod:`gluon_distill.models.tiny`, sized by ``width``/``blocks``.
+    ``family`` is the detector family (:mod:`gluon_distill.families`).
     """
+    family: str = 'ssd'
     network: str = 'mobilenet1.0'
     data_shape: int = 512
     pretrained_base: bool = True

@@ -16,7 +16,6 @@ import numpy as np
 import mxnet as mx
 
 from .data.datasets import build_datasets
-from .data.loader import TrainLoader
 from .engine.checkpoint import load_checkpoint, CheckpointError
 from .io_utils import atomic_write_json
 from .engine import rundir
@@ -28,10 +27,8 @@ from .engine.bn_sync import SyncDeviceStatistics
 from .engine.divergence import DivergenceStop
 from .engine.loop import TrainLoop
 from .engine.steps import DetectionStep, make_trainer, prepare_trainers
-from .evaluation.inference import evaluate_detector, prepare_for_inference, prepare_for_training
-from .models.io import (dataset_fingerprint, model_spec, provenance, write_model_json,
-                        MODEL_JSON)
-from .models.ssd import resolve_arch, build_ssd, initialize, anchors_of, ModelError
+from .families import get_family
+from .models.io import dataset_fingerprint, provenance, write_model_json, MODEL_JSON
 
 
 def seed_everything(seed):
@@ -120,38 +117,21 @@ def prepare_run(cfg, argv=None):
 
 
 def build_detector(cfg, classes, ctx):
-    """The SSD of ``cfg.model``, initialised on ``ctx`` (and loaded from ``model.params``)."""
-    arch = resolve_arch(cfg.model.network, cfg.model.data_shape, cfg.model.width,
-                        cfg.model.blocks)
-    net = build_ssd(arch, classes, pretrained_base=cfg.model.pretrained_base)
-    initialize(net, ctx)
-    if cfg.model.params:
-        load_start_params(net, cfg.model.params, ctx)
-    return net, arch
+    """The detector of ``cfg.model`` (its family's), initialised on ``ctx`` (and loaded from
+    ``model.params``)."""
+    return get_family(cfg.model.family).build(cfg.model, classes, ctx)
 
 
-def load_start_params(net, path, ctx):
-    if not os.path.exists(path):
-        raise ModelError('model.params: no file at {}'.format(path))
-    try:
-        net.load_parameters(path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError, ValueError) as e:
-        raise ModelError('model.params {} does not fit {}: {}'.format(
-            path, type(net).__name__, str(e).splitlines()[0][:300]))
-
-
-def make_evaluate(run, net, detector_shape, mean, std):
-    """The per-epoch validation callable of the EvalHook."""
-    ev = run.cfg.eval
+def make_evaluate(run, net, family=None):
+    """The per-epoch validation callable of the EvalHook: the family's prediction on the
+    validation set at ``cfg.model``'s input size and normalisation, scored by VOC07."""
+    family = family or get_family(run.cfg.model.family)
+    m = run.cfg.model
+    inputs = {'data_shape': m.data_shape, 'mean': m.mean, 'std': m.std}
 
     def evaluate():
-        prepare_for_inference(net, ev.nms_thresh, ev.nms_topk, ev.post_nms)
-        try:
-            result, _ = evaluate_detector(net, run.data.val, detector_shape, mean, std, run.ctx,
-                                          run.data.classes, batch_size=ev.batch_size,
-                                          iou_thresh=ev.iou_thresh)
-        finally:
-            prepare_for_training(net)
+        result, _ = family.evaluate(net, run.data.val, inputs, run.ctx, run.cfg.eval,
+                                    run.data.classes)
         return result
     return evaluate
 
@@ -305,35 +285,81 @@ def write_summary(run, summary):
     return summary
 
 
-def train_detector(cfg, argv=None):
-    """Train a plain SSD (a teacher, or a student with no teacher) as ``cfg`` says."""
-    run = prepare_run(cfg, argv)
-    t, m = cfg.train, cfg.model
-    seed_everything(t.seed)
-    net, arch = build_detector(cfg, run.data.classes, run.ctx)
-    spec = model_spec(arch, run.data.classes, m.mean, m.std,
-                      provenance(t.seed, dataset_fingerprint(run.data.train.records,
-                                                             run.data.classes), argv),
-                      extra={'data': data_record(cfg.data)})
+@dataclass
+class TrainingJob:
+    """What a kind of run (plain, distillation) adds to :func:`run_training`.
+
+    ``net`` is trained, validated and saved (the deployable detector), ``spec`` its
+    ``model.json``; ``params`` (structural order: Gluon's Trainer sorts a ParameterDict by
+    name, and names carry per-process counters) go to the run's trainer; ``make_step(trainer,
+    loader)`` builds the step; ``lr_trainers`` are further ``{name: (trainer, base lr)}`` on
+    the LR schedule; ``hooks`` run before the standard ones; ``adv_weight`` is the
+    divergence stop's weight of the critic scores (0: the detection loss rule only).
+    """
+    net: object
+    spec: dict
+    params: list
+    make_step: object
+    lr_trainers: dict = dataclasses.field(default_factory=dict)
+    hooks: list = dataclasses.field(default_factory=list)
+    adv_weight: float = 0.0
+    update_on_kvstore: object = None
+    description: str = ''
+
+
+def run_training(run, family, job):
+    """The one run builder of every training tool: ``model.json`` (checked against the run
+    being resumed), trainer, the family's loader, the step, hooks, loop. Returns the loop's
+    summary (:func:`run_loop`)."""
+    t = run.cfg.train
     if t.resume:
-        check_resume_compatible(run.out, spec)
-    write_model_json(run.out, spec)
+        check_resume_compatible(run.out, job.spec)
+    write_model_json(run.out, job.spec)
+    kv = t.kvstore if len(run.ctx) > 1 else None
+    trainer = make_trainer(job.params, t.optimizer, t.lr, t.momentum, t.wd, kv,
+                           update_on_kvstore=job.update_on_kvstore)
     if t.hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
-    anchors = anchors_of(net, arch.data_shape, run.ctx[0])
-    loader = TrainLoader(run.data.train, arch.data_shape, anchors, t.batch_size, m.mean, m.std,
-                         run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
-                         pipeline=cfg.data.pipeline)
-    # a list in structural order: Gluon's Trainer sorts a ParameterDict by name, and names carry
-    # per-process counters (see GANDistiller's trainer)
-    trainer = make_trainer(list(net.collect_params().values()), t.optimizer, t.lr, t.momentum, t.wd,
-                           t.kvstore if len(run.ctx) > 1 else None)
-    step = DetectionStep(net, run.ctx, trainer, prepare=loader.prepare)
-    evaluate = make_evaluate(run, net, arch.data_shape, m.mean, m.std)
-    hooks = standard_hooks(run, step, evaluate, {'net': (trainer, t.lr)})
-    if t.divergence_stop:  # the SSD-loss rule only (no critics)
-        hooks.insert(0, DivergenceStop(min(t.log_interval, 10), 0.0, out_dir=run.out))
-    run.logger.info('training %s (%s, %d px) for %d epochs, %d iterations each, batch %d on %d '
-                    'device(s)', arch.network, 'from ' + m.params if m.params else 'new',
-                    arch.data_shape, t.epochs, len(loader), t.batch_size, len(run.ctx))
-    return write_summary(run, run_loop(run, step, loader, hooks))
+        # before the loader's first forward pass: a network whose parameters are still
+        # deferred is initialised through the hybridized graph, in the order seeded runs of
+        # earlier versions used (the result depends on it)
+        job.net.hybridize(static_alloc=True, static_shape=True)
+    loader = family.train_loader(run.data.train, job.net, run.cfg, run.ctx)
+    step = job.make_step(trainer, loader)
+    if t.hybridize:
+        step.hybridize(static_alloc=True, static_shape=True)
+    hooks = list(job.hooks)
+    if t.divergence_stop:
+        # windows of at most 10 iterations: a short run that explodes at once is still stopped
+        hooks.append(DivergenceStop(min(t.log_interval, 10), job.adv_weight, out_dir=run.out))
+    lr_trainers = {'net': (trainer, t.lr)}
+    lr_trainers.update(job.lr_trainers)
+    hooks += standard_hooks(run, step, make_evaluate(run, job.net, family), lr_trainers)
+    run.logger.info('%s for %d epochs, %d iterations each, batch %d on %d device(s)',
+                    job.description, t.epochs, len(loader), t.batch_size, len(run.ctx))
+    return run_loop(run, step, loader, hooks)
+
+
+def run_provenance(run, argv):
+    """Seed, package version and commit, command line and dataset fingerprint of a run."""
+    return provenance(run.cfg.train.seed,
+                      dataset_fingerprint(run.data.train.records, run.data.classes), argv)
+
+
+def train_detector(cfg, argv=None):
+    """Train a plain detector (a teacher, or a student with no teacher) as ``cfg`` says."""
+    family = get_family(cfg.model.family)
+    run = prepare_run(cfg, argv)
+    m = cfg.model
+    seed_everything(cfg.train.seed)
+    net, arch = family.build(m, run.data.classes, run.ctx)
+    spec = family.spec(arch, run.data.classes, m, run_provenance(run, argv),
+                       extra={'data': data_record(cfg.data)})
+
+    def make_step(trainer, loader):
+        return DetectionStep(net, run.ctx, trainer, loss=family.loss(), prepare=loader.prepare,
+                             forward=family.training_forward(net))
+    job = TrainingJob(net, spec, list(net.collect_params().values()), make_step,
+                      description='training {} ({}, {} px, {})'.format(
+                          arch.network, family.name, m.data_shape,
+                          'from ' + m.params if m.params else 'new'))
+    return write_summary(run, run_training(run, family, job))

@@ -13,7 +13,8 @@ from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 
 from conftest import tiny_config
-from gluon_distill.data.augment import SSDTargetEncoder, SSDTrainAugment, _iou
+from gluon_distill.data.augment import SSDTrainAugment, _iou
+from gluon_distill.data.ssd_targets import SSDTargetEncoder
 from gluon_distill.data.datasets import build_datasets
 from gluon_distill.data.loader import NumpyImages, TrainLoader
 from gluon_distill.engine.loss import MultiBoxLoss
@@ -228,6 +229,7 @@ class _SyncCounter:
 def _distill_setup(data, loss=None):
     from gluon_distill.distill.build import Teacher, plan_student
     from gluon_distill.distill.gan import DistillStep, GANDistiller
+    from gluon_distill.families.ssd import SSDLoss
     from gluon_distill.engine.steps import make_trainer
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
     cfg, ds = data
@@ -244,7 +246,7 @@ def _distill_setup(data, loss=None):
     distiller = GANDistiller(plan.pairs, plan.sizes, ctx, width=16,
                              channels=[plan.teacher_channels[t] for _, t in plan.pairs])
     loader = TrainLoader(ds.train, SIZE, anchors, 8, MEAN, STD, seed=1, pipeline='fast')
-    step = DistillStep(plan.net, t_net.features, ctx, trainer, distiller, loss=loss,
+    step = DistillStep(plan.net, t_net.features, ctx, trainer, distiller, loss=SSDLoss(loss),
                        prepare=loader.prepare)
     step.hybridize(static_alloc=True, static_shape=True)
     return step, plan, loader

@@ -21,6 +21,7 @@ from mxnet.gluon import nn
 from conftest import REPO, tiny_config
 from gluon_distill.data.datasets import build_datasets
 from gluon_distill.data.loader import TrainLoader, split_batch
+from gluon_distill.families.ssd import SSDLoss
 from gluon_distill.distill.build import Teacher, check_teacher, plan_student
 from gluon_distill.distill.gan import DistillStep, GANDistiller
 from gluon_distill.distill.run import EpochToStep, train_distilled
@@ -236,7 +237,7 @@ def test_student_steps_lower_adversarial_loss_with_critics_frozen(data):
     results = {}
     for lr in (0.0, 1.0):
         _, _, d, step = _setup(data, ctx, lr=lr, optimizer='sgd', adv_weight=100.0)
-        step.loss = _ZeroSSDLoss()
+        step.loss = SSDLoss(_ZeroSSDLoss())
         _materialise_critics(d, step, batch)
         # critics' clipped init, then frozen: no critic update inside the step
         d.critic_step = lambda: None
@@ -306,7 +307,7 @@ def test_adversarial_gradient_alone_reaches_backbone_and_adapters(data):
     """With the SSD loss zeroed, only the adversarial term can reach backbone and adapters."""
     ctx = [mx.cpu(0)]
     _, plan, _, step = _setup(data, ctx)
-    step.loss = _ZeroSSDLoss()
+    step.loss = SSDLoss(_ZeroSSDLoss())
     step.run_step(_batch(data))
     features = plan.net.features.collect_params()
     trained = [p for p in features.values() if p.grad_req != 'null']
@@ -322,7 +323,7 @@ class _Recorder:
 
     def __init__(self, step):
         self.values = {}
-        loss, d = step.loss, step.distiller
+        loss, d = step.loss.multibox, step.distiller
         cfb, adv = d.critic_forward_backward, d.adversarial_loss
 
         def rec_loss(*args):
@@ -340,7 +341,8 @@ class _Recorder:
             out = adv(*args)
             self.values.setdefault('adv', []).append(out.asnumpy())
             return out
-        step.loss, d.critic_forward_backward, d.adversarial_loss = rec_loss, rec_cfb, rec_adv
+        step.loss.multibox, d.critic_forward_backward, d.adversarial_loss = (rec_loss, rec_cfb,
+                                                                             rec_adv)
 
 
 def test_two_cpu_contexts_match_one_context(data):
@@ -585,14 +587,14 @@ def _distill_config(root, teacher_params, out, **overrides):
 
 def test_saved_student_reloads_and_evaluates_without_teacher(synthetic_root, teacher_dir,
                                                              tmp_path, monkeypatch):
-    import gluon_distill.distill.run as run_module
+    import gluon_distill.distill.build as build_module
     from gluon_distill.evaluation.inference import prepare_for_inference
     plans = []
 
     def keep_plan(*args, **kwargs):
         plans.append(plan_student(*args, **kwargs))
         return plans[-1]
-    monkeypatch.setattr(run_module, 'plan_student', keep_plan)
+    monkeypatch.setattr(build_module, 'plan_student', keep_plan)  # the SSD family's planner
 
     # a private copy of the teacher, deleted before the student is loaded and evaluated
     tdir = tmp_path / 'teacher'

@@ -17,6 +17,7 @@ from gluon_distill.data.loader import TrainLoader, split_batch
 from gluon_distill.engine.checkpoint import read_checkpoint
 from gluon_distill.engine.steps import DetectionStep, make_trainer
 from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
+from gluon_distill.families import as_device_batch
 from gluon_distill.training import train_detector
 
 
@@ -51,8 +52,10 @@ def test_two_cpu_contexts_match_one_context(synthetic_root, tmp_path):
     shards2 = split_batch(batch, two)
     # the same two shards, both on one device
     shards1 = [[x.as_in_context(mx.cpu(0)) for x in part] for part in shards2]
-    _, cls2, box2 = step2.forward_backward(*shards2)
-    _, cls1, box1 = step1.forward_backward(*shards1)
+    _, parts2 = step2.forward_backward(as_device_batch(shards2))
+    _, parts1 = step1.forward_backward(as_device_batch(shards1))
+    cls2, box2 = parts2['CrossEntropy'], parts2['SmoothL1']
+    cls1, box1 = parts1['CrossEntropy'], parts1['SmoothL1']
     for a, b in zip(cls2 + box2, cls1 + box1):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-5, atol=1e-6)
     assert float(sum(c.sum().asscalar() for c in cls2)) > 0

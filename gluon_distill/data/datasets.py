@@ -6,10 +6,12 @@ the run with a summary naming the files, never in the middle of training.
 import logging
 import os
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 from .voc import DatasetError, DetectionDataset, is_gluoncv_layout, load_voc_records
 from .synthetic import make_synthetic_voc
+from .coco import is_coco_data, load_coco_split
+from .synthetic_coco import make_synthetic_coco
 
 
 @dataclass
@@ -19,6 +21,7 @@ class DataBundle:
     classes: List[str]
     root: str
     reports: dict
+    category_ids: Optional[List[int]] = None   # COCO data: the JSON id of each class
 
 
 def synthetic_root(syn):
@@ -32,9 +35,14 @@ def resolve_root(data_cfg):
     """The VOC root to read: the generated one for ``synthetic``, else ``data.root``."""
     if data_cfg.root == 'synthetic':
         syn = data_cfg.synthetic
-        return make_synthetic_voc(synthetic_root(syn), num_train=syn.num_train,
-                                  num_val=syn.num_val, size_range=(syn.min_size, syn.max_size),
-                                  seed=syn.seed)
+        # format coco: the same root with annotations/instances_{train,val}.json beside it
+        make = make_synthetic_coco if getattr(data_cfg, 'format', 'voc') == 'coco' else \
+            make_synthetic_voc
+        return make(synthetic_root(syn), num_train=syn.num_train,
+                    num_val=syn.num_val, size_range=(syn.min_size, syn.max_size), seed=syn.seed)
+    if getattr(data_cfg, 'annotations', ''):
+        # a COCO file names its own image folder: data.root is not read
+        return os.path.dirname(os.path.abspath(os.path.expanduser(data_cfg.annotations)))
     root = os.path.expanduser(data_cfg.root)
     if not os.path.isdir(root):
         raise DatasetError(
@@ -60,8 +68,18 @@ def effective_split(root, split):
     return split, None
 
 
-def load_split(root, split, classes, data_cfg, progress=True):
-    """``(records, classes, report)`` of one split, with the ``data`` section's split settings."""
+def load_split(root, split, classes, data_cfg, progress=True, keep_crowd=True):
+    """``(records, classes, report)`` of one split, with the ``data`` section's split settings.
+
+    COCO data (:func:`~gluon_distill.data.coco.is_coco_data`) is read by
+    :func:`~gluon_distill.data.coco.load_coco_split`, which fills ``data_cfg.category_ids``;
+    ``keep_crowd=False`` (training) leaves its crowd regions out.
+    """
+    if is_coco_data(data_cfg, root):
+        try:
+            return load_coco_split(data_cfg, root, split, classes, progress, keep_crowd)
+        except (FileNotFoundError, ValueError) as e:
+            raise DatasetError(str(e)) from None
     split, note = effective_split(root, split)
     records, classes, report = load_voc_records(
         root, split, classes, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed,
@@ -79,8 +97,9 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     Images without objects are dropped from training (they give SSD no positive target) and
     kept for validation. On a plain VOC root the default splits (GluonCV's
     ``2007_trainval+2012_trainval``/``2007_test``) mean ``train``/``val``
-    (:func:`effective_split`). Raises :class:`DatasetError` with the summary of every fatal
-    problem, an empty split included.
+    (:func:`effective_split`). On COCO data crowd regions are left out of training and
+    ``data_cfg.category_ids`` is filled (``model.json`` records it). Raises
+    :class:`DatasetError` with the summary of every fatal problem, an empty split included.
     """
     logger = logger or logging.getLogger('gluon_distill')
     root = resolve_root(data_cfg)
@@ -89,7 +108,7 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     train = None
     if need_train:
         records, classes, report = load_split(root, data_cfg.train_split, classes, data_cfg,
-                                              progress)
+                                              progress, keep_crowd=False)
         reports['train'] = report
         kept = [r for r in records if len(r.labels)]
         if len(kept) < len(records):
@@ -110,4 +129,6 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     if need_train and not len(train):
         raise DatasetError('split {!r} of {} has no image with objects'.format(
             data_cfg.train_split, root))
-    return DataBundle(train, val, list(classes), root, reports)
+    return DataBundle(train, val, list(classes), root, reports,
+                      getattr(data_cfg, 'category_ids', None) if is_coco_data(data_cfg, root)
+                      else None)

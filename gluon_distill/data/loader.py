@@ -156,7 +156,8 @@ class TrainLoader:
                 len(dataset), batch_size))
         ctx_list = ctx_list or [mx.cpu()]
         if pipeline == 'fast':
-            from .augment import SSDTrainTransform, Normalizer
+            from .augment import Normalizer
+            from .ssd_targets import SSDTrainTransform
             source = NumpyImages(dataset)
             transform = SSDTrainTransform(data_shape, anchors, mean)
             if all(c.device_type == 'cpu' for c in ctx_list):

@@ -1,4 +1,4 @@
-"""Fine-grained feature imitation (FGFI, Wang et al. CVPR 2019), per SSD scale.
+"""Fine-grained feature imitation (FGFI, Wang et al. CVPR 2019), per paired scale.
 
 The student imitates the teacher only near objects. The imitation mask of one scale, per
 image: for each ground-truth box, the anchors of that scale whose IoU with the box exceeds
@@ -15,15 +15,18 @@ off for the first 400 iterations (the original's). The adaptation layers train w
 student's optimizer, are saved in checkpoints (group ``fgfi_adapt``), and are not part of the
 deployable student.
 
-The ground-truth boxes are recovered from the batch's SSD targets (each box has at least its
-best anchor matched; decoding a positive anchor's box target gives the box back), so the
-method needs nothing from the data loader beyond what SSD training already has.
+Anchors and each image's ground-truth boxes come from the detector family
+(:meth:`~gluon_distill.families.base.DetectorFamily.scale_anchors`,
+:meth:`~gluon_distill.families.base.DetectorFamily.ground_truth_reader`; SSD recovers the boxes
+from the batch's targets, so the method needs nothing from the loader beyond what SSD
+training already has).
 """
 import numpy as np
 
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
+from ..families.ssd import SSDFamily, TargetGroundTruth
 from .step import Distiller
 
 
@@ -70,38 +73,6 @@ def imitation_mask(boxes, anchors, psi=0.5):
     return keep.any(axis=1).reshape((h, w, a)).any(axis=2).astype(np.float32)
 
 
-def boxes_from_targets(cls_targets, box_targets, anchors, box_norm=(0.1, 0.1, 0.2, 0.2)):
-    """The ground-truth corners of one image from its SSD targets.
-
-    ``cls_targets (N,)`` (0 background), ``box_targets (N, 4)`` (GluonCV's encoding over
-    ``box_norm``), ``anchors (N, 4)`` centre format. Each box is matched by at least one
-    anchor; the decoded copies are merged (rounded to 1e-3 px).
-    """
-    pos = np.asarray(cls_targets).reshape(-1) > 0
-    if not pos.any():
-        return np.zeros((0, 4))
-    t = np.asarray(box_targets, np.float64).reshape((-1, 4))[pos]
-    a = np.asarray(anchors, np.float64).reshape((-1, 4))[pos]
-    n = np.asarray(box_norm, np.float64)
-    cx = t[:, 0] * n[0] * a[:, 2] + a[:, 0]
-    cy = t[:, 1] * n[1] * a[:, 3] + a[:, 1]
-    w = np.exp(t[:, 2] * n[2]) * a[:, 2]
-    h = np.exp(t[:, 3] * n[3]) * a[:, 3]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return np.unique(np.round(boxes, 3), axis=0)
-
-
-def scale_anchors(ssd, data_shape, ctx):
-    """Per map of ``ssd.features``, its anchors ``(H, W, A, 4)`` (NumPy, input pixels)."""
-    with mx.autograd.predict_mode():
-        maps = ssd.features(mx.nd.zeros((1, 3, data_shape, data_shape), ctx=ctx))
-    out = []
-    for m, generator in zip(maps, ssd.anchor_generators):
-        h, w = m.shape[2:]
-        out.append(generator(m).asnumpy().reshape((h, w, -1, 4)))
-    return out
-
-
 class Adaptation(nn.HybridBlock):
     """Per paired scale, a 3x3 convolution (``channels`` -> ``channels``) and a ReLU: FGFI's
     adaptation of the student's map. Input/output: lists of ``(B, C_k, H_k, W_k)``."""
@@ -128,22 +99,26 @@ class FGFIDistiller(Distiller):
     pairs : list of (int, int)
         ``(student map index, teacher map index)``.
     anchors : list of array (H, W, A, 4)
-        Per *student* map, its anchors (:func:`scale_anchors`).
+        Per *student* map, its anchors (the family's ``scale_anchors``).
     channels : list of int
         Per pair, the channels of the compared maps (the teacher's).
     ctx_list : list of Context
     weight, psi : float
     warmup_iters : int
         The loss is off for the first ``warmup_iters`` iterations.
+    ground_truth : callable, optional
+        Loader batch -> per image, its boxes ``(M, 4)`` in input pixels; default: decoded
+        from the batch's SSD targets over ``anchors``.
     """
     name = 'fgfi'
     loss_name = 'Loss_fgfi'
 
     def __init__(self, pairs, anchors, channels, ctx_list, weight=0.01, psi=0.5,
-                 warmup_iters=400):
+                 warmup_iters=400, ground_truth=None):
         self.pairs = list(pairs)
         self.anchors = [anchors[s] for s, _ in self.pairs]
-        self.all_anchors = np.concatenate([a.reshape((-1, 4)) for a in anchors], 0)
+        self.ground_truth = ground_truth or TargetGroundTruth(
+            np.concatenate([a.reshape((-1, 4)) for a in anchors], 0))
         self.ctx_list = list(ctx_list)
         self.weight = weight
         self.psi = psi
@@ -166,18 +141,17 @@ class FGFIDistiller(Distiller):
     def student_params(self):
         return list(self.adapt.collect_params().values())
 
-    def masks(self, cls_targets, box_targets):
-        """Per pair, the batch's masks ``(B, 1, H, W)`` (NumPy) from its SSD targets."""
+    def masks(self, image_boxes):
+        """Per pair, the batch's masks ``(B, 1, H, W)`` (NumPy) from each image's boxes."""
         out = [[] for _ in self.pairs]
-        for cls, box in zip(cls_targets, box_targets):
-            boxes = boxes_from_targets(cls, box, self.all_anchors)
+        for boxes in image_boxes:
             for k, anchors in enumerate(self.anchors):
                 out[k].append(imitation_mask(boxes, anchors, self.psi)[None])
         return [np.stack(m) for m in out]
 
     def begin(self, batch, ctx_list):
         # the loader's CPU arrays, ready before the step: no wait on any device
-        masks = self.masks(batch[1].asnumpy(), batch[2].asnumpy())
+        masks = self.masks(self.ground_truth(batch))
         self._points = float(sum(m.sum() for m in masks))
         self._masks = [gluon.utils.split_and_load(mx.nd.array(m), ctx_list, batch_axis=0,
                                                   even_split=False) for m in masks]
@@ -192,8 +166,11 @@ class FGFIDistiller(Distiller):
         return self.weight * mx.nd.add_n(*terms) / (2 * self._points)
 
 
-def build(f, plan, ctx, kv, student_params=None, data_shape=None):
-    """The FGFI distiller of config section ``distill.fgfi`` (``f``) for ``plan``."""
-    anchors = scale_anchors(plan.net, data_shape, ctx[0])
+def build(f, plan, ctx, kv, student_params=None, data_shape=None, family=None):
+    """The FGFI distiller of config section ``distill.fgfi`` (``f``) for ``plan``; anchors and
+    ground truth come from the detector ``family`` (default SSD)."""
+    family = family or SSDFamily()
+    anchors = family.scale_anchors(plan.net, data_shape, ctx[0])
     return FGFIDistiller(plan.pairs, anchors, [plan.teacher_channels[t] for _, t in plan.pairs],
-                         ctx, f.weight, f.psi, f.warmup_iters)
+                         ctx, f.weight, f.psi, f.warmup_iters,
+                         family.ground_truth_reader(plan.net, data_shape, ctx[0]))

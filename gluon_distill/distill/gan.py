@@ -184,7 +184,7 @@ class GANDistiller(Distiller):
         return self.adv_weight * mx.nd.add_n(*[s.sum() for s in scores]) / batch_total
 
 
-def build(g, plan, ctx, kv, student_params, data_shape=None):
+def build(g, plan, ctx, kv, student_params, data_shape=None, family=None):
     """The GAN distiller of config section ``distill.gan`` (``g``) for ``plan``.
 
     ``student_params``: the parameters the student's trainer holds; with ``adv_optimizer:

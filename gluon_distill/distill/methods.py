@@ -5,7 +5,9 @@
 every method's loss to the detection loss and runs every auxiliary update. ``head_only`` is
 the ablation (adapters + teacher-initialised head, detection loss only) and combines with
 nothing. A builder is called as ``build(section, plan, ctx, kv, student_params,
-data_shape=...)``; ``student_params`` are the parameters the student's trainer holds.
+data_shape=..., family=...)``; ``student_params`` are the parameters the student's trainer
+holds; ``family`` (:mod:`gluon_distill.families`) gives anchors and ground truth to the
+methods that need them (FGFI).
 """
 from ..models.ssd import ModelError
 from . import fgfi, gan, mimic
@@ -36,7 +38,7 @@ def parse_methods(method):
     return names
 
 
-def build_distillers(d, plan, ctx, kv, student_params, data_shape):
+def build_distillers(d, plan, ctx, kv, student_params, data_shape, family=None):
     """The distillers of ``distill`` config ``d``, in the order ``d.method`` lists them.
 
     ``student_params``: the student's (and pair adapters') parameters; each distiller's
@@ -48,6 +50,7 @@ def build_distillers(d, plan, ctx, kv, student_params, data_shape):
     built = {}
     for name in sorted(names, key=lambda n: n == 'gan'):
         section = getattr(d, name)
-        built[name] = METHODS[name](section, plan, ctx, kv, params, data_shape=data_shape)
+        built[name] = METHODS[name](section, plan, ctx, kv, params, data_shape=data_shape,
+                                    family=family)
         params += built[name].student_params()
     return [built[n] for n in names], params

@@ -40,6 +40,6 @@ class MimicDistiller(Distiller):
         return self.weight * mx.nd.add_n(*terms)
 
 
-def build(m, plan, ctx, kv, student_params=None, data_shape=None):
+def build(m, plan, ctx, kv, student_params=None, data_shape=None, family=None):
     """The mimic distiller of config section ``distill.mimic`` (``m``) for ``plan``."""
     return MimicDistiller(plan.pairs, m.weight)

@@ -1,23 +1,21 @@
-"""Wiring of a distillation run: the plain run's loop and hooks with the distillation step."""
+"""Wiring of a distillation run: the plain run's builder (:func:`~gluon_distill.training.
+run_training`) with the distillation step, for any detector family."""
 import json
 import math
 import os
 
-from ..data.loader import TrainLoader
 from ..engine.checkpoint import save_params
-from ..engine.divergence import DivergenceStop
 from ..engine.loop import HookBase
 from ..config import check_choices, distill_key
-from ..engine.steps import DetectionStep, make_trainer
-from ..models.io import dataset_fingerprint, model_spec, provenance, write_model_json
-from ..models.ssd import anchors_of, ModelError
-from ..training import (prepare_run, seed_everything, make_evaluate, standard_hooks, run_loop,
-                        check_resume_compatible, data_record, write_summary)
-from .build import load_teacher, check_teacher, plan_student, describe_layout
+from ..engine.steps import DetectionStep
+from ..families import get_family
+from ..models.io import write_model_json
+from ..models.ssd import ModelError
+from ..training import (prepare_run, seed_everything, run_training, run_provenance,
+                        TrainingJob, data_record, write_summary)
 from .critics import CRITICS
 from .methods import build_distillers, parse_methods
 from .step import DistillStep
-from .student import fold
 
 
 class EpochToStep(HookBase):
@@ -55,16 +53,8 @@ class CriticWatch(HookBase):
 
 
 def student_spec(plan, classes, model_cfg, prov, data, folded=False):
-    """``model.json`` of the deployable student (no teacher needed to load it)."""
-    extra = {'data': data}
-    if plan.head == 'own':
-        return model_spec(plan.arch, classes, model_cfg.mean, model_cfg.std, prov, 'ssd', extra)
-    extra.update({'student_arch': plan.arch.to_dict(),
-                  'adapters': {'student_channels': plan.student_channels,
-                               'teacher_channels': plan.teacher_channels,
-                               'folded': folded}})
-    return model_spec(plan.net.head_arch, classes, model_cfg.mean, model_cfg.std, prov,
-                      'distilled_ssd', extra)
+    """``model.json`` of the deployable SSD student (no teacher needed to load it)."""
+    return get_family('ssd').student_spec(plan, classes, model_cfg, prov, {'data': data}, folded)
 
 
 # the former ``distill.critic_norm`` values and the ``distill.critic`` they mean
@@ -170,25 +160,19 @@ def deliverables(out, summary, teacher_map=None):
 def train_distilled(cfg, argv=None):
     """Distil ``cfg.teacher`` into the student ``cfg.model`` as ``cfg.distill`` says."""
     d, t, m = cfg.distill, cfg.train, cfg.model
+    family = get_family(m.family)
     notes = check_distill_options(d)
     run = prepare_run(cfg, argv)
     for note in notes:
         run.logger.warning(note)
     seed_everything(t.seed)
     classes = run.data.classes
-    teacher = load_teacher(cfg.teacher, m, classes, run.ctx)
-    check_teacher(teacher, classes, m)
-    plan = plan_student(teacher, m, classes, run.ctx, d.init_head_from_teacher)
-    run.logger.info('teacher %s (%s); %s', teacher.source, teacher.arch.network,
-                    describe_layout(plan))
-    prov = provenance(t.seed, dataset_fingerprint(run.data.train.records, classes), argv)
+    teacher, plan = family.distillation_plan(cfg, classes, run.ctx)
+    run.logger.info(family.describe_plan(teacher, plan))
+    prov = run_provenance(run, argv)
     prov['teacher'] = {'source': os.path.abspath(teacher.source),
                        'network': teacher.arch.network}
-    spec = student_spec(plan, classes, m, prov, data_record(cfg.data))
-    if t.resume:
-        check_resume_compatible(run.out, spec)
-    write_model_json(run.out, spec)
-
+    extra = {'data': data_record(cfg.data)}
     student = plan.net
     kv = t.kvstore if len(run.ctx) > 1 else None
     names = parse_methods(d.method)
@@ -196,51 +180,40 @@ def train_distilled(cfg, argv=None):
     if plan.critic_adapters is not None and names:
         # the pair-only adapters: nothing but the distillation losses gives them a gradient
         params += list(plan.critic_adapters.collect_params().values())
-    anchors = anchors_of(student, m.data_shape, run.ctx[0])
-    distillers, params = build_distillers(d, plan, run.ctx, kv, params, m.data_shape)
+    distillers, params = build_distillers(d, plan, run.ctx, kv, params, m.data_shape, family)
+    # two trainers share the student's weights only if neither keeps them on the KVStore
     separate = any(x.loss_trainer is not None for x in distillers)
-    # two trainers share the student's weights only if neither keeps them on the KVStore;
-    # structural order (a list): see GANDistiller's trainer
-    trainer = make_trainer(params, t.optimizer, t.lr, t.momentum, t.wd, kv,
-                           update_on_kvstore=False if separate else None)
-    lr_trainers = {'net': (trainer, t.lr)}
+    lr_trainers = {}
     for x in distillers:
         lr_trainers.update(x.lr_trainers())
-    loader = TrainLoader(run.data.train, m.data_shape, anchors, t.batch_size, m.mean, m.std,
-                         run.ctx, seed=t.seed, num_workers=cfg.data.num_workers,
-                         pipeline=cfg.data.pipeline)
-    if not distillers:
-        step = DetectionStep(student, run.ctx, trainer, prepare=loader.prepare)
-    else:
-        step = DistillStep(student, teacher.net.features, run.ctx, trainer, distillers,
-                           plan.critic_adapters, prepare=loader.prepare)
-        if t.hybridize:
-            step.hybridize(static_alloc=True, static_shape=True)
-    if t.hybridize:
-        student.hybridize(static_alloc=True, static_shape=True)
-    evaluate = make_evaluate(run, student, m.data_shape, m.mean, m.std)
-    hooks = [EpochToStep(), CriticWatch(run.logger)]
-    if t.divergence_stop:
-        # windows of at most 10 iterations: a short run that explodes at once is still stopped
-        hooks.append(DivergenceStop(min(t.log_interval, 10),
-                                    d.gan.adv_weight if 'gan' in names else 0.0,
-                                    out_dir=run.out))
-    hooks += standard_hooks(run, step, evaluate, lr_trainers)
+
+    def make_step(trainer, loader):
+        if not distillers:
+            return DetectionStep(student, run.ctx, trainer, loss=family.loss(),
+                                 prepare=loader.prepare,
+                                 forward=family.training_forward(student))
+        return DistillStep(student, family.teacher_forward(teacher), run.ctx, trainer,
+                           distillers, plan.critic_adapters, loss=family.loss(),
+                           prepare=loader.prepare,
+                           forward=family.feature_forward(student, plan.critic_adapters))
     for x in distillers:
         run.logger.info(x.describe())
-    run.logger.info('distilling (%s) into %s for %d epochs, %d iterations each, batch %d on %d '
-                    'device(s)', d.method, plan.arch.network, t.epochs, len(loader),
-                    t.batch_size, len(run.ctx))
-    summary = run_loop(run, step, loader, hooks)
+    job = TrainingJob(student, family.student_spec(plan, classes, m, prov, extra), params,
+                      make_step, lr_trainers, hooks=[EpochToStep(), CriticWatch(run.logger)],
+                      adv_weight=d.gan.adv_weight if 'gan' in names else 0.0,
+                      update_on_kvstore=False if separate else None,
+                      description='distilling ({}) into {}'.format(d.method, plan.arch.network))
+    summary = run_training(run, family, job)
     save_params(os.path.join(run.out, 'student.params'), student)
     summary['student'] = os.path.join(run.out, 'student.params')
     summary['final_line'] = deliverables(run.out, summary, _teacher_reference_map(teacher.source))
     if summary['collapsed']:
         run.logger.warning(summary['final_line'])
-    if d.fold_adapters and plan.head == 'teacher':
+    folded = family.fold(plan, run.ctx) if d.fold_adapters else None
+    if folded is not None:
         folded_dir = os.path.join(run.out, 'folded')
-        save_params(os.path.join(folded_dir, 'student.params'), fold(student, run.ctx))
-        write_model_json(folded_dir, student_spec(plan, classes, m, prov, data_record(cfg.data),
-                                                  folded=True))
+        save_params(os.path.join(folded_dir, 'student.params'), folded)
+        write_model_json(folded_dir, family.student_spec(plan, classes, m, prov, extra,
+                                                         folded=True))
         summary['folded'] = os.path.join(folded_dir, 'student.params')
     return write_summary(run, summary)

@@ -12,6 +12,8 @@ import math
 import mxnet as mx
 from mxnet import autograd
 
+from ..families.base import as_device_batch
+
 
 def _grad_norm(params):
     total = 0.0
@@ -48,11 +50,13 @@ def critic_scale(step, batch, critic_steps=10):
         ``ratio`` (``adv_grad / ssd_grad``).
     """
     d = step.distiller
-    images, cls_targets, box_targets = step.prepare(batch)
+    device_batch = as_device_batch(step.prepare(batch))
+    images = device_batch.images
+    heads = step.forward.num_head_outputs
     batch_total = int(batch[0].shape[0])
     teacher = step.teacher_maps(images)
     with autograd.record():   # training-mode student maps, as the step's critics see them
-        maps = [step.forward(x)[:-2] for x in images]
+        maps = [step.forward(x)[:-heads] for x in images]
     pairs = [d.select(s, t) for s, t in zip(maps, teacher)]
     detached = [[m.detach() for m in s] for s, _ in pairs]
     teacher_paired = [t for _, t in pairs]
@@ -73,8 +77,7 @@ def critic_scale(step, batch, critic_steps=10):
     adv_grad = _backward_norm(adv, params)
     with autograd.record():
         outputs = [step.forward(x) for x in images]
-        sum_loss, _, _ = step.loss([o[-2] for o in outputs], [o[-1] for o in outputs],
-                                   cls_targets, box_targets)
+        sum_loss, _ = step.loss([o[-heads:] for o in outputs], device_batch.targets)
         totals = [s.sum() for s in sum_loss]
     ssd_grad = _backward_norm(totals, params)
     for p in params:

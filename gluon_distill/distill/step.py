@@ -12,10 +12,9 @@ import numpy as np
 
 import mxnet as mx
 from mxnet import autograd
-from mxnet.gluon import nn
 from ..data.loader import DevicePrepare
-from ..engine.loss import MultiBoxLoss
-from ..models.ssd import ssd_head
+from ..families.base import as_device_batch
+from ..families.ssd import SSDFeatureForward, SSDLoss
 
 
 class Distiller:
@@ -96,28 +95,8 @@ class Distiller:
         return None
 
 
-class StudentForward(nn.HybridBlock):
-    """The student SSD's maps and raw predictions from one backbone pass.
-
-    GluonCV's ``SSD.__call__`` never returns features, so this composes the SSD's own parts
-    (:func:`~gluon_distill.models.ssd.ssd_head`): ``features`` -> (pair adapters) -> maps
-    for the distillers, and the SSD's predictors over the head's input maps. Output: ``K``
-    maps, then ``cls_preds (B, N, C+1)``, ``box_preds (B, N, 4)``.
-    """
-
-    def __init__(self, ssd, critic_adapters=None, **kwargs):
-        super(StudentForward, self).__init__(**kwargs)
-        self.ssd = ssd
-        self.register_child(ssd, 'ssd')
-        self.critic_adapters = critic_adapters
-        if critic_adapters is not None:
-            self.register_child(critic_adapters, 'critic_adapters')
-
-    def hybrid_forward(self, F, x):
-        maps = self.ssd.features(x)
-        cls_preds, box_preds = ssd_head(F, self.ssd, maps)
-        critic_maps = maps if self.critic_adapters is None else self.critic_adapters(*maps)
-        return list(critic_maps) + [cls_preds, box_preds]
+# former name of the SSD family's feature forward (kept for imports of earlier versions)
+StudentForward = SSDFeatureForward
 
 
 class DistillStep:
@@ -126,18 +105,18 @@ class DistillStep:
     Per batch: each active distiller's :meth:`~Distiller.begin`; teacher maps once, outside
     autograd (inference mode: the teacher's BatchNorm statistics never move); one student
     forward; each distiller's auxiliary forward/backward (GAN: critics on the detached
-    student maps); the SSD loss and the early (not ``late_loss``) distillation losses; **one
+    student maps); the detection loss and the early (not ``late_loss``) distillation losses; **one
     host synchronisation** carrying every logged value, which decides the non-finite guard;
     the auxiliary updates; the late losses; one update of the student (backbone, adapters,
-    head, the distillers' adaptation layers) on SSD loss + distillation losses. A non-finite
-    SSD loss, early loss or auxiliary value skips the student's update.
+    head, the distillers' adaptation layers) on detection loss + distillation losses. A non-finite
+    detection loss, early loss or auxiliary value skips the student's update.
 
     With no distiller active (none given, or all after their ``epochs`` / before their
-    warm-up) it trains on the SSD loss alone.
+    warm-up) it trains on the detection loss alone.
 
     Parameters
     ----------
-    student : SSD
+    student : Block
         The deployable student.
     teacher_features : Block
         The teacher's frozen feature extractor.
@@ -148,12 +127,17 @@ class DistillStep:
     critic_adapters : Block, optional
         Own-head students: adapters lifting the student maps to the teacher's channels for
         the distillers only (not deployed).
+    loss : callable, optional
+        The detector family's loss (:meth:`DetectorFamily.loss`); default the SSD's.
+    forward : HybridBlock, optional
+        The family's feature forward (:meth:`DetectorFamily.feature_forward`) of ``student``
+        with ``critic_adapters``; default the SSD's.
     adv_trainer : Trainer, optional
         Former argument: the first distiller's ``loss_trainer``.
     """
 
     def __init__(self, student, teacher_features, ctx_list, trainer, distillers=None,
-                 critic_adapters=None, loss=None, prepare=None, adv_trainer=None):
+                 critic_adapters=None, loss=None, prepare=None, adv_trainer=None, forward=None):
         if distillers is None:
             distillers = []
         elif isinstance(distillers, Distiller):
@@ -173,12 +157,12 @@ class DistillStep:
                                                        d.name, key))
                     names[(kind, key)] = d.name
         self.student = student
-        self.forward = StudentForward(student, critic_adapters)
+        self.forward = forward or SSDFeatureForward(student, critic_adapters)
         self.teacher_features = teacher_features
         self.ctx_list = list(ctx_list)
         self.trainer = trainer
         self.critic_adapters = critic_adapters
-        self.loss = loss or MultiBoxLoss()
+        self.loss = loss or SSDLoss()
         self.prepare = prepare or DevicePrepare(ctx_list)
         self.epoch = 0
         self.iteration = 0
@@ -249,7 +233,9 @@ class DistillStep:
         return [(d, parts) for d, parts in out if parts]
 
     def run_step(self, batch):
-        images, cls_targets, box_targets = self.prepare(batch)
+        device_batch = as_device_batch(self.prepare(batch))
+        images = device_batch.images
+        inputs = list(zip(*device_batch.inputs)) if device_batch.inputs else [()] * len(images)
         batch_total = int(batch[0].shape[0])
         ctx0 = self.ctx_list[0]
         active = [d for d in self.distillers if d.active(self.epoch, self.iteration)]
@@ -257,10 +243,10 @@ class DistillStep:
             d.begin(batch, self.ctx_list)
         teacher = self.teacher_maps(images) if active else None
         with autograd.record():
-            outputs = [self.forward(x) for x in images]
-        student_maps = [o[:-2] for o in outputs]
-        cls_preds = [o[-2] for o in outputs]
-        box_preds = [o[-1] for o in outputs]
+            outputs = [self.forward(x, *extra) for x, extra in zip(images, inputs)]
+        heads = self.forward.num_head_outputs
+        student_maps = [o[:-heads] for o in outputs]
+        head_outputs = [o[-heads:] for o in outputs]
 
         to_host, spans = [], []
         for d in active:
@@ -268,12 +254,11 @@ class DistillStep:
             spans.append(sum(int(a.size) for a in arrays))
             to_host += arrays
         with autograd.record():
-            sum_loss, cls_loss, box_loss = self.loss(cls_preds, box_preds, cls_targets,
-                                                     box_targets)
+            sum_loss, detection_parts = self.loss(head_outputs, device_batch.targets)
         early = self._device_losses([d for d in active if not d.late_loss], teacher,
                                     student_maps, batch_total)
         to_host.append(mx.nd.stack(*[mx.nd.add_n(*[l.sum().as_in_context(ctx0) for l in group])
-                                     for group in (cls_loss, box_loss)]))
+                                     for group in detection_parts.values()]))
         for _, parts in early:
             to_host.append(mx.nd.add_n(*[p.as_in_context(ctx0) for p in parts]).reshape((1,)))
         for _, value in self._pending:
@@ -288,8 +273,8 @@ class DistillStep:
             values.update(metrics)
             aux_ok = aux_ok and ok
             start += span
-        ce, l1 = host[start], host[start + 1]
-        start += 2
+        detection = {name: host[start + k] for k, name in enumerate(detection_parts)}
+        start += len(detection_parts)
         early_finite = True
         for d, _ in early:
             values[d.loss_name] = float(host[start])
@@ -299,7 +284,7 @@ class DistillStep:
             values[name] = float(host[start])
             start += 1
         self._pending = []
-        ssd_finite = bool(np.isfinite(ce) and np.isfinite(l1))
+        detection_finite = bool(np.isfinite(list(detection.values())).all())
 
         late = self._device_losses([d for d in active if d.late_loss], teacher, student_maps,
                                    batch_total)
@@ -329,7 +314,7 @@ class DistillStep:
                                   mx.nd.add_n(*[p.as_in_context(ctx0) for p in parts])))
         # a non-finite auxiliary value (GAN: critic scores) makes the late loss (same critics,
         # same student maps) non-finite too: stepping the student then would poison it
-        finite = ssd_finite and aux_ok and early_finite
+        finite = detection_finite and aux_ok and early_finite
         if finite:
             # parameters only a distiller's loss reaches get no gradient while it is off
             stale = (not active or len(active) < len(self.distillers)) and (
@@ -339,6 +324,7 @@ class DistillStep:
             if own_grads is not None:
                 self._set_grads(own_params, own_grads)
                 separate[0][0].loss_trainer.step(1)
-        values.update({'CrossEntropy': float(ce), 'SmoothL1': float(l1), 'finite': finite,
-                       'batch_size': batch_total})
+        values.update({name: float(v) for name, v in detection.items()})
+        values.update({'loss': float(np.sum(list(detection.values()), dtype=np.float32)),
+                       'finite': finite, 'batch_size': batch_total})
         return values

@@ -6,7 +6,8 @@ run had critic gaps ``W0`` = 2.3e15 and ``CrossEntropy`` = 2.8e27 at the end of 
 validated at mAP 0 and finished "normally". :class:`DivergenceStop` watches windows of
 ``window`` iterations and stops the run when, for ``patience`` consecutive windows, either
 
-* **the SSD loss** (``CrossEntropy + SmoothL1``, window mean) is above ``loss_factor`` (10) times
+* **the detection loss** (the step's ``loss``: for SSD ``CrossEntropy + SmoothL1``; window mean)
+  is above ``loss_factor`` (10) times
   its reference, the lowest of the first ``reference_windows`` (3) windows' means (of those
   seen so far, during the first windows). SSD training
   (and a distillation that starts from the teacher's head) lowers this loss; ten times its
@@ -86,10 +87,10 @@ class DivergenceStop(HookBase):
 
     def after_step(self):
         out = self.loop.outputs
-        ce, l1 = out.get('CrossEntropy'), out.get('SmoothL1')
-        if ce is None or l1 is None or not math.isfinite(ce + l1):
+        loss = out.get('loss')
+        if loss is None or not math.isfinite(loss):
             return  # the non-finite guard's business
-        self.losses.append(ce + l1)
+        self.losses.append(loss)
         for k, v in _w_values(out).items():
             if math.isfinite(v):
                 self.w.setdefault(k, []).append(v)
@@ -113,7 +114,7 @@ class DivergenceStop(HookBase):
         pull = self.adv_weight * sum(abs(v) for v in w.values())
         reasons = []
         if loss > self.loss_factor * reference:
-            reasons.append('SSD loss (CrossEntropy + SmoothL1) {:.4g} is {:.3g}x its early '
+            reasons.append('detection loss {:.4g} is {:.3g}x its early '
                            'level {:.4g} (bound {:g}x)'.format(
                                loss, loss / reference, reference, self.loss_factor))
         if pull > self.critic_factor * reference:

@@ -1,10 +1,10 @@
-"""The plain detection step (GluonCV's SSD recipe) and the trainer factory steps share."""
+"""The plain detection step (any detector family) and the trainer factory steps share."""
 import numpy as np
 
 import mxnet as mx
 from mxnet import autograd, gluon
 from ..data.loader import DevicePrepare
-from .loss import MultiBoxLoss
+from ..families.base import as_device_batch
 
 
 def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstore='device',
@@ -49,24 +49,28 @@ def host_values(arrays):
 
 
 class DetectionStep:
-    """One SGD step of an SSD on its own targets, over a list of devices.
+    """One SGD step of a detector on its own targets, over a list of devices.
 
     ``run_step(batch)`` puts the batch on the devices with ``prepare`` (default: a batch of
-    ``(images, cls_targets, box_targets)`` split over ``ctx_list``),
-    computes the SSD multibox loss (:class:`~gluon_distill.engine.loss.MultiBoxLoss`, GluonCV's
-    SSDMultiBoxLoss math: softmax cross-entropy with 3:1 hard negative mining, smooth L1;
-    normalised by the positives of the whole batch, counted on the devices), back-propagates,
-    and applies the update unless a loss is not finite. One host synchronisation per step
-    (the logged losses, which also decide the non-finite guard). Returns host floats ``CrossEntropy``, ``SmoothL1``,
-    ``loss`` and ``finite``, ``batch_size``.
+    ``(images, cls_targets, box_targets)`` split over ``ctx_list``; any
+    :class:`~gluon_distill.families.DeviceBatch`), runs ``forward`` (default: ``net``) on every
+    device, computes the family's ``loss`` (default: the SSD multibox loss,
+    :class:`~gluon_distill.families.ssd.SSDLoss`: softmax cross-entropy with 3:1 hard negative
+    mining, smooth L1, normalised by the positives of the whole batch, counted on the devices),
+    back-propagates, and applies the update unless a loss is not finite. One host
+    synchronisation per step (the logged losses, which also decide the non-finite guard).
+    Returns host floats: each loss part (SSD: ``CrossEntropy``, ``SmoothL1``), their sum
+    ``loss``, and ``finite``, ``batch_size``.
     """
 
-    def __init__(self, net, ctx_list, trainer, loss=None, prepare=None):
+    def __init__(self, net, ctx_list, trainer, loss=None, prepare=None, forward=None):
+        from ..families.ssd import SSDLoss
         self.net = net
         self.ctx_list = list(ctx_list)
         self.trainer = trainer
-        self.loss = loss or MultiBoxLoss()
+        self.loss = loss or SSDLoss()
         self.prepare = prepare or DevicePrepare(ctx_list)
+        self.forward = forward or net
 
     @property
     def detector(self):
@@ -76,28 +80,31 @@ class DetectionStep:
     def blocks(self):
         return {'net': self.net}
 
+    def hybridize(self, **kwargs):
+        self.forward.hybridize(**kwargs)
+
     def trainers(self):
         return {'net': self.trainer}
 
-    def forward_backward(self, images, cls_targets, box_targets):
-        """Per-device losses ``(sum, cls, box)`` lists, gradients accumulated on every device."""
+    def forward_backward(self, batch):
+        """Per-device ``(totals, parts)`` of a :class:`DeviceBatch`, gradients accumulated on
+        every device."""
         with autograd.record():
-            cls_preds, box_preds = [], []
-            for x in images:
-                cls_pred, box_pred, _ = self.net(x)
-                cls_preds.append(cls_pred)
-                box_preds.append(box_pred)
-            sum_loss, cls_loss, box_loss = self.loss(cls_preds, box_preds, cls_targets,
-                                                     box_targets)
-            autograd.backward(sum_loss)
-        return sum_loss, cls_loss, box_loss
+            outputs = [self.forward(x, *inputs) for x, inputs in
+                       zip(batch.images, zip(*batch.inputs) if batch.inputs else
+                           [()] * len(batch.images))]
+            totals, parts = self.loss(outputs, batch.targets)
+            autograd.backward(totals)
+        return totals, parts
 
     def run_step(self, batch):
-        images, cls_targets, box_targets = self.prepare(batch)
-        _, cls_loss, box_loss = self.forward_backward(images, cls_targets, box_targets)
-        ce, l1 = host_values([cls_loss, box_loss])
-        finite = bool(np.isfinite(ce) and np.isfinite(l1))
+        device_batch = as_device_batch(self.prepare(batch))
+        _, parts = self.forward_backward(device_batch)
+        host = host_values(list(parts.values()))
+        finite = bool(np.isfinite(host).all())
         if finite:
             self.trainer.step(1)
-        return {'CrossEntropy': float(ce), 'SmoothL1': float(l1), 'loss': float(ce + l1),
-                'finite': finite, 'batch_size': int(batch[0].shape[0])}
+        values = {name: float(v) for name, v in zip(parts, host)}
+        values.update({'loss': float(host.sum()), 'finite': finite,
+                       'batch_size': int(batch[0].shape[0])})
+        return values

@@ -129,3 +129,15 @@ def load_detector(params_path, ctx=None):
         raise ModelError('{} does not match the network in its model.json: {}'.format(
             params_path, str(e).splitlines()[0][:300]))
     return net, spec
+
+
+def load_start_params(net, path, ctx):
+    """Load ``model.params`` (the weights a run starts from) into ``net``, or a
+    :class:`ModelError` naming the file."""
+    if not os.path.exists(path):
+        raise ModelError('model.params: no file at {}'.format(path))
+    try:
+        net.load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError, ValueError) as e:
+        raise ModelError('model.params {} does not fit {}: {}'.format(
+            path, type(net).__name__, str(e).splitlines()[0][:300]))

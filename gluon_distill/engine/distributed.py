@@ -1,0 +1,445 @@
+"""One training run over several processes: MXNet's distributed KVStore, or Horovod.
+
+Processes are started by ``python -m gluon_distill.launch`` (KVStore: a ps-lite scheduler,
+servers and workers) or by ``horovodrun`` (Horovod). Each worker runs the same training tool;
+this module gives it
+
+* :func:`kvstore` / :func:`trainer_kvstore`: the process's one distributed KVStore, and a
+  view of it per Gluon ``Trainer`` (several trainers - a student and its critics - cannot share
+  one KVStore's keys otherwise);
+* :func:`world`, :func:`is_writer`: ``(rank, num_workers)``, and whether this process writes
+  files (rank 0);
+* :func:`shard_indices`, :class:`ShardSampler`, :func:`val_shard`: which images this worker
+  reads;
+* :func:`all_gather_object`, :func:`broadcast_object`, :func:`allreduce`,
+  :func:`average_worker_statistics`, :func:`evaluate_sharded`: results and statistics exchanged between workers.
+
+Conventions, measured with the MXNet 1.9.1 wheel on loopback:
+
+* A ``dist_sync`` KVStore **sums** the gradients of all workers (and of all devices of each
+  worker): ``trainer.step`` must be given the *global* batch size (or 1 for a loss already
+  normalised by a global count). Horovod's ``DistributedTrainer`` averages instead.
+* ``trainer_kvstore`` views cannot run an optimizer on the servers, so every Trainer keeps
+  ``update_on_kvstore=False``: gradients are summed by the servers, every worker applies the same
+  update locally (gradient clipping between ``allreduce_grads()`` and ``update()`` then sees the
+  global gradient). It also keeps the servers free of optimizers, which would otherwise apply
+  to the keys :func:`all_gather_object` uses.
+* ps-lite assigns ranks in its own order: ``kv.rank`` need not equal the launch order (the
+  launcher's ``GLUON_DISTILL_LAUNCH_INDEX``), so only :func:`world` says who is rank 0.
+* The servers add float32 values only (int32 aborts them); :func:`all_gather_object` therefore
+  moves bytes as 16-bit integers in float32, exact below 2**24.
+"""
+import os
+import pickle
+
+import numpy as np
+
+import mxnet as mx
+from mxnet import gluon
+from mxnet.kvstore import KVStoreBase
+
+DIST_KVSTORES = ('dist_sync', 'dist_device_sync')
+
+# Integer key ranges on the servers (ps-lite refuses mixing string and integer keys).
+_VIEW_SPAN = 1 << 20          # keys per Trainer view
+_GROUP_VIEWS = 1000           # view indices of allreduce's groups, after the trainers'
+_GATHER_KEY = 1 << 30         # all_gather_object: sizes, then payload chunks
+_GATHER_CHUNK = 1 << 20       # float32 values per payload round (4 MB)
+
+_state = {'kv': None, 'views': 0, 'groups': {}, 'gather_init': False, 'hvd': None}
+
+
+class DistributedError(RuntimeError):
+    """A distributed run that cannot start or continue, with what to do."""
+
+
+def is_dist_kvstore(name):
+    """True for ``dist_sync`` and ``dist_device_sync`` (the synchronous modes we support)."""
+    return isinstance(name, str) and name in DIST_KVSTORES
+
+
+def kvstore(name='dist_sync'):
+    """The process's distributed KVStore, created on the first call (all workers must call it:
+    creation waits for every worker, server and the scheduler).
+
+    Raises :class:`DistributedError` when the process was not started by a launcher (no
+    ``DMLC_ROLE``), instead of MXNet's abort.
+    """
+    if not is_dist_kvstore(name):
+        raise DistributedError('train.kvstore: expected one of {}, got {!r}'.format(
+            ', '.join(DIST_KVSTORES), name))
+    kv = _state['kv']
+    if kv is not None:
+        if kv.type != name:
+            raise DistributedError('train.kvstore {}: this process already runs a {} KVStore'
+                                   .format(name, kv.type))
+        return kv
+    if os.environ.get('DMLC_ROLE') != 'worker':
+        raise DistributedError(
+            'train.kvstore {} needs the processes of a distributed job: start the tool with '
+            '"python -m gluon_distill.launch -n WORKERS -- <command>" (DMLC_ROLE is {!r})'.format(
+                name, os.environ.get('DMLC_ROLE')))
+    if os.environ.get('PORT'):
+        # ps-lite reads PORT as this node's own port: a leftover value aborts or hangs the job
+        raise DistributedError('the environment variable PORT={} is set: ps-lite would use it '
+                               'as every node\'s port; unset it'.format(os.environ['PORT']))
+    _state['kv'] = mx.kv.create(name)
+    return _state['kv']
+
+
+class KVStoreView(KVStoreBase):
+    """The keys ``offset + k`` of a shared KVStore, seen as keys ``k``: what one Gluon
+    ``Trainer`` uses (it numbers its parameters from 0). No server-side optimizer, so the
+    Trainer sums gradients through it and updates locally (``update_on_kvstore=False``)."""
+
+    def __init__(self, kv, offset):
+        self._kv = kv
+        self._offset = int(offset)
+
+    def _key(self, key):
+        if isinstance(key, (list, tuple)):
+            return [self._key(k) for k in key]
+        if not isinstance(key, (int, np.integer)):
+            raise TypeError('KVStoreView keys are integers, got {!r}'.format(key))
+        if not 0 <= key < _VIEW_SPAN:
+            raise ValueError('KVStoreView key {} outside [0, {})'.format(key, _VIEW_SPAN))
+        return self._offset + int(key)
+
+    def init(self, key, value):
+        self._kv.init(self._key(key), value)
+
+    def push(self, key, value, priority=0):
+        self._kv.push(self._key(key), value, priority)
+
+    def pull(self, key, out=None, priority=0, ignore_sparse=True):
+        self._kv.pull(self._key(key), out=out, priority=priority, ignore_sparse=ignore_sparse)
+
+    def broadcast(self, key, value, out, priority=0):
+        self._kv.broadcast(self._key(key), value, out, priority)
+
+    def pushpull(self, key, value, out=None, priority=0):
+        self._kv.pushpull(self._key(key), value, out=out, priority=priority)
+
+    def row_sparse_pull(self, key, out=None, priority=0, row_ids=None):
+        self._kv.row_sparse_pull(self._key(key), out=out, priority=priority, row_ids=row_ids)
+
+    def set_gradient_compression(self, compression_params):
+        self._kv.set_gradient_compression(compression_params)
+
+    def is_capable(self, capability):
+        return capability.lower() != KVStoreBase.OPTIMIZER and self._kv.is_capable(capability)
+
+    def set_optimizer(self, optimizer):
+        raise DistributedError('a KVStoreView does not run optimizers on the servers: create '
+                               'the Trainer with update_on_kvstore=False (or None)')
+
+    def save_optimizer_states(self, fname, dump_optimizer=False):
+        raise DistributedError('no optimizer runs on the servers: use Trainer.save_states')
+
+    def load_optimizer_states(self, fname):
+        raise DistributedError('no optimizer runs on the servers: use Trainer.load_states')
+
+    @property
+    def type(self):
+        return self._kv.type
+
+    @property
+    def rank(self):
+        return self._kv.rank
+
+    @property
+    def num_workers(self):
+        return self._kv.num_workers
+
+
+def trainer_kvstore(name='dist_sync'):
+    """A fresh :class:`KVStoreView` of :func:`kvstore` for one ``gluon.Trainer``
+    (``Trainer(params, ..., kvstore=trainer_kvstore(name), update_on_kvstore=False)``).
+
+    Every worker must create its trainers in the same order: the n-th view of every worker
+    addresses the same keys.
+    """
+    kv = kvstore(name)
+    _state['views'] += 1
+    if _state['views'] >= _GROUP_VIEWS:
+        raise DistributedError('more than {} trainers in one process'.format(_GROUP_VIEWS - 1))
+    return KVStoreView(kv, _state['views'] * _VIEW_SPAN)
+
+
+def use_horovod():
+    """Initialise Horovod (``horovod.mxnet``) for this process and return the module."""
+    if _state['hvd'] is None:
+        try:
+            import horovod.mxnet as hvd
+        except ImportError as e:
+            raise DistributedError(
+                '--horovod: horovod.mxnet cannot be imported ({}). Install the optional extra '
+                'as the README\'s "Across machines" section says (HOROVOD_WITH_MXNET=1 pip '
+                'install --no-build-isolation horovod==0.28.1), or use train.kvstore: '
+                'dist_sync with python -m gluon_distill.launch'.format(e))
+        hvd.init()
+        _state['hvd'] = hvd
+    return _state['hvd']
+
+
+def world():
+    """``(rank, num_workers)`` of this process: from Horovod when :func:`use_horovod` was
+    called, from the distributed KVStore once :func:`kvstore` created it, else ``(0, 1)``."""
+    if _state['hvd'] is not None:
+        return _state['hvd'].rank(), _state['hvd'].size()
+    if _state['kv'] is not None:
+        return _state['kv'].rank, _state['kv'].num_workers
+    return 0, 1
+
+
+def launched_workers():
+    """The number of workers the launcher started (``DMLC_NUM_WORKER``), readable before the
+    KVStore exists (to check a batch size early); 1 outside a launched job."""
+    if os.environ.get('DMLC_ROLE') != 'worker':
+        return 1
+    try:
+        return max(1, int(os.environ.get('DMLC_NUM_WORKER', '1')))
+    except ValueError:
+        raise DistributedError('DMLC_NUM_WORKER={!r} is not an integer'.format(
+            os.environ.get('DMLC_NUM_WORKER')))
+
+
+def is_writer():
+    """True for the one process that writes logs, plots, checkpoints and ``model.json``."""
+    return world()[0] == 0
+
+
+def _epoch_order(n, seed, epoch, shuffle):
+    # the permutation EpochSampler draws for one process: one worker reads what it read
+    from ..data.loader import sample_seed
+    order = np.arange(n)
+    if shuffle:
+        np.random.RandomState(sample_seed(seed, epoch, 0)).shuffle(order)
+    return order
+
+
+def shard_indices(n, rank, world, seed, epoch, batch_size=None, shuffle=True):
+    """The training images of worker ``rank`` for ``epoch``, in the order it reads them.
+
+    All workers draw the same permutation of ``range(n)``, seeded by ``(seed, epoch)`` as a
+    one-process run does (``world == 1`` gives exactly its order). The permutation is cut into
+    global batches of ``batch_size`` (default: ``world``, one image per worker); the incomplete
+    last global batch is **dropped**, as the one-process loader drops it, so every worker reads
+    the same number of images, no image twice, and worker ``r``'s ``k``-th local batch is the
+    ``r``-th slice of the one-process run's ``k``-th batch: 2 workers with one device each
+    compute what one process with two devices computes. Dropped images change with the epoch.
+
+    Parameters
+    ----------
+    n : int
+        Number of training images.
+    rank, world : int
+        This worker, and the number of workers.
+    seed, epoch : int
+        The run's seed and the epoch (the order changes every epoch).
+    batch_size : int or None
+        The global batch size, a multiple of ``world``.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``(n // batch_size) * batch_size // world`` indices.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
+    batch_size = world if batch_size is None else int(batch_size)
+    if batch_size < world or batch_size % world:
+        raise ValueError('the global batch size {} does not split evenly over {} workers'
+                         .format(batch_size, world))
+    order = _epoch_order(n, seed, epoch, shuffle)
+    num_batches = n // batch_size
+    local = batch_size // world
+    blocks = order[:num_batches * batch_size].reshape(num_batches, world, local)
+    return blocks[:, rank, :].reshape(-1).astype(np.int64)
+
+
+class ShardSampler(gluon.data.Sampler):
+    """:class:`~gluon_distill.data.loader.EpochSampler` for one worker: yields
+    ``epoch * length + index`` for the indices of :func:`shard_indices`, so the per-sample
+    augmentation seed (seed, epoch, index) does not depend on which worker reads an image.
+    Batch it with the local batch size ``batch_size // world`` (``last_batch='discard'``
+    never drops anything: the shard is a whole number of local batches)."""
+
+    def __init__(self, length, rank, world, batch_size, seed=0, shuffle=True):
+        self._length = length
+        self._rank, self._world = rank, world
+        self._batch_size = batch_size
+        self._seed = seed
+        self._shuffle = shuffle
+        self.epoch = 0
+        shard_indices(length, rank, world, seed, 0, batch_size, shuffle)  # validate early
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        indices = shard_indices(self._length, self._rank, self._world, self._seed, self.epoch,
+                                self._batch_size, self._shuffle)
+        return iter((self.epoch * self._length + indices).tolist())
+
+    def __len__(self):
+        return self._length // self._batch_size * (self._batch_size // self._world)
+
+
+def val_shard(n, rank, world):
+    """The validation images of worker ``rank``: contiguous, in dataset order, every image in
+    exactly one shard (shards differ in length by at most one; nothing is padded, so no image
+    is counted twice)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
+    return np.array_split(np.arange(n, dtype=np.int64), world)[rank]
+
+
+# ------------------------------------------------------------------ exchanging between workers
+
+def _gather_kv():
+    kv = _state['kv']
+    if kv is None:
+        raise DistributedError('no distributed KVStore in this process: call kvstore() first')
+    if not _state['gather_init']:
+        # init waits for every worker: all of them reach their first gather together
+        kv.init(_GATHER_KEY, mx.nd.zeros((2 * kv.num_workers,)))
+        kv.init(_GATHER_KEY + 1, mx.nd.zeros((_GATHER_CHUNK,)))
+        _state['gather_init'] = True
+    return kv
+
+
+def _pushpull(kv, key, values):
+    out = mx.nd.zeros(values.shape)
+    kv.pushpull(key, mx.nd.array(values), out=out)
+    return out.asnumpy()
+
+
+def _kv_all_gather_bytes(data):
+    kv = _gather_kv()
+    rank, size = kv.rank, kv.num_workers
+    words = np.frombuffer(data + b'\0' * (len(data) % 2), dtype=np.uint16)
+    mine = np.zeros(2 * size, np.float32)
+    mine[2 * rank:2 * rank + 2] = len(data) & 0xFFFF, len(data) >> 16
+    low_high = _pushpull(kv, _GATHER_KEY, mine).round().astype(np.int64).reshape(size, 2)
+    lengths = low_high[:, 0] + (low_high[:, 1] << 16)
+    nwords = (lengths + 1) // 2
+    starts = np.concatenate([[0], np.cumsum(nwords)])
+    total = int(starts[-1])
+    payload = np.zeros(total, np.float32)
+    payload[starts[rank]:starts[rank] + len(words)] = words
+    gathered = np.empty(total, np.float32)
+    for begin in range(0, max(total, 1), _GATHER_CHUNK):
+        chunk = np.zeros(_GATHER_CHUNK, np.float32)
+        part = payload[begin:begin + _GATHER_CHUNK]
+        chunk[:len(part)] = part
+        gathered[begin:begin + len(part)] = _pushpull(kv, _GATHER_KEY + 1, chunk)[:len(part)]
+    as_bytes = gathered.round().astype(np.uint16).tobytes()
+    return [as_bytes[2 * starts[r]:2 * starts[r] + lengths[r]] for r in range(size)]
+
+
+def all_gather_object(obj):
+    """Every worker's ``obj`` (picklable), as a list indexed by rank, on every worker.
+
+    Every worker must call it at the same point. Outside a distributed run: ``[obj]``.
+    """
+    if _state['hvd'] is not None:
+        gather = getattr(_state['hvd'], 'allgather_object', None)
+        if gather is None:
+            raise DistributedError('this Horovod has no horovod.mxnet.allgather_object: use '
+                                   'horovod>=0.22')
+        return list(gather(obj))
+    if _state['kv'] is None:
+        return [obj]
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return [pickle.loads(b) for b in _kv_all_gather_bytes(data)]
+
+
+def broadcast_object(obj, root=0):
+    """Rank ``root``'s ``obj`` on every worker (e.g. the checkpoint bytes of a resumed run
+    when only rank 0 can read the file)."""
+    rank, _ = world()
+    if _state['hvd'] is not None:
+        return _state['hvd'].broadcast_object(obj, root_rank=root)
+    return all_gather_object(obj if rank == root else None)[root]
+
+
+def allreduce(arrays, average=False, group='default'):
+    """Set every NDArray of ``arrays`` to its sum (or mean) over workers, in place.
+
+    ``group`` names a fixed list of arrays (e.g. ``'bn_stats'``, ``'num_positives'``): each
+    group has its own keys on the servers, created at its first call; every worker must make
+    the same calls, with the same shapes, in the same order. Outside a distributed run the
+    arrays are left as they are.
+    """
+    arrays = list(arrays)
+    if _state['hvd'] is not None:
+        hvd = _state['hvd']
+        for i, a in enumerate(arrays):
+            hvd.allreduce_(a, average=average, name='gluon_distill.{}.{}'.format(group, i))
+        return arrays
+    kv = _state['kv']
+    if kv is None or kv.num_workers == 1:
+        return arrays
+    groups = _state['groups']
+    if group not in groups:
+        view = KVStoreView(kv, (_GROUP_VIEWS + len(groups)) * _VIEW_SPAN)
+        view.initialised = 0
+        groups[group] = view
+    view = groups[group]
+    for i, a in enumerate(arrays):
+        if i >= view.initialised:
+            view.init(i, mx.nd.zeros(a.shape, dtype=a.dtype))
+            view.initialised = i + 1
+        view.pushpull(i, a, out=a)
+        if average:
+            a /= kv.num_workers
+    return arrays
+
+
+def average_worker_statistics(block):
+    """Epoch end, after the device averaging of :mod:`~gluon_distill.engine.bn_sync`: every
+    non-trainable parameter (BatchNorm running statistics) of ``block`` set to its mean over
+    workers on every device, so all workers validate and save the same numbers. Returns the
+    number of parameters averaged."""
+    params = [p for p in block.collect_params().values()
+              if p.grad_req == 'null' and p._data is not None]
+    if world()[1] == 1 or not params:
+        return 0
+    mx.nd.waitall()
+    homes = [p.list_data()[0].copy() for p in params]
+    allreduce(homes, average=True, group='statistics')
+    for p, mean in zip(params, homes):
+        for copy in p.list_data():
+            mean.copyto(copy)
+    return len(params)
+
+
+def evaluate_sharded(net, dataset, data_shape, mean, std, ctx_list, classes, batch_size=16,
+                     num_workers=0, iou_thresh=0.5):
+    """VOC07 mAP of ``net`` on ``dataset`` with each worker predicting its
+    :func:`val_shard`; the predictions are gathered and scored in dataset order on every
+    worker, so the result equals one process's
+    :func:`~gluon_distill.evaluation.inference.evaluate_detector` on the whole set.
+    Returns ``(result, evaluator)`` like it."""
+    from ..data.voc import DetectionDataset
+    from ..evaluation.inference import predict
+    from ..evaluation.voc07 import VOC07Evaluator
+
+    rank, size = world()
+    shard = val_shard(len(dataset), rank, size)
+    subset = DetectionDataset([dataset.record(int(i)) for i in shard], classes)
+    mine = [(int(shard[j]), boxes, labels, scores) for j, (_, boxes, labels, scores) in
+            enumerate(predict(net, subset, data_shape, mean, std, ctx_list, batch_size,
+                              num_workers))]
+    predictions = sorted((p for part in all_gather_object(mine) for p in part),
+                         key=lambda p: p[0])
+    if [p[0] for p in predictions] != list(range(len(dataset))):
+        raise DistributedError('validation gather: got {} predictions for {} images'.format(
+            len(predictions), len(dataset)))
+    evaluator = VOC07Evaluator(classes, iou_thresh=iou_thresh)
+    for index, boxes, labels, scores in predictions:
+        record = dataset.record(index)
+        evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
+                          [record.labels], [record.difficult])
+    return evaluator.evaluate(), evaluator

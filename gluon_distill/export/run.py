@@ -1,0 +1,76 @@
+"""``export_detector``: export a trained detector, verify it and write ``deploy.json``."""
+import os
+
+import numpy as np
+
+from ..io_utils import atomic_write_json, ensure_writable_dir
+from ..models.ssd import ModelError
+from .graph import VALID_THRESH, deployable
+from .mxnet_format import export_mxnet
+from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx
+from .verify import verify_export
+
+
+def image_input(paths, data_shape, mean, std):
+    """A normalised ``(B, 3, S, S)`` float32 batch of image files, decoded and resized as
+    ``tools/detect.py`` does (:func:`gluon_distill.detect.preprocess`)."""
+    from ..data.images import read_image
+    from ..detect import preprocess
+    return np.concatenate([preprocess(read_image(p), data_shape, mean, std).asnumpy()
+                           for p in paths]).astype(np.float32)
+
+
+def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms_thresh=0.45,
+                    nms_topk=400, post_nms=100, net=None, spec=None, verify_images=None):
+    """Export the detector at ``params`` (or the given ``net``/``spec``) to ``out_dir``.
+
+    ``out_dir`` is checked writable first. Verification runs on :func:`verify_input`, or on
+    the image files ``verify_images`` (:func:`image_input`). Returns the ``deploy.json``
+    content (files, folding, opset, verification report).
+    """
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    unknown = [f for f in formats if f not in ('mxnet', 'onnx')]
+    if unknown:
+        raise ModelError('unknown export format {}: choose mxnet or onnx'.format(unknown))
+    ensure_writable_dir(out_dir, 'export folder')
+    if net is None:
+        from ..models.io import load_detector
+        net, spec = load_detector(params)
+    original = net
+    ship, folded = deployable(net, spec)
+    nms = (nms_thresh, nms_topk, post_nms)
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    if 'mxnet' in formats:
+        files.update(export_mxnet(ship, out_dir, spec['data_shape'], nms))
+    if 'onnx' in formats:
+        files.update(export_onnx(ship, out_dir, spec['data_shape'], nms))
+    ship.set_nms(*nms)
+    original.set_nms(*nms)
+    info = {
+        'source': os.path.abspath(params) if params else None,
+        'kind': spec['kind'], 'adapters_folded': folded,
+        'classes': list(spec['classes']), 'data_shape': spec['data_shape'],
+        'mean': list(spec['mean']), 'std': list(spec['std']),
+        'nms': {'thresh': nms_thresh, 'topk': nms_topk, 'post_nms': post_nms,
+                'valid_thresh': VALID_THRESH},
+        'files': {k: os.path.basename(v) for k, v in files.items()},
+        'input': 'data: (B, 3, {0}, {0}) float32, RGB, (pixel / 255 - mean) / std'.format(
+            spec['data_shape']),
+        'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
+                   'rows are padding',
+    }
+    if 'onnx' in formats:
+        import onnx
+        import onnxruntime
+        info['onnx'] = {'opset': ONNX_OPSET, 'onnx': onnx.__version__,
+                        'onnxruntime': onnxruntime.__version__,
+                        'outputs': ONNX_OUTPUTS}
+    if verify:
+        # the original (unfolded) network is the reference: this also checks the folding
+        x = (image_input(verify_images, spec['data_shape'], spec['mean'], spec['std'])
+             if verify_images else None)
+        info['verification'] = verify_export(original, spec, out_dir, formats, x=x)
+    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
+    return info
+

@@ -1,0 +1,124 @@
+"""The detector-family seam: everything that differs between one-stage SSD and other detector
+families, in one object per family.
+
+The training loop, its hooks, the evaluator and the distillers never ask which family they
+run; the run builder (:mod:`gluon_distill.training`) asks the family for a network, its
+``model.json`` spec, its training loader, the forward pass and loss the steps run, and how to
+predict for validation. A new family is one module implementing :class:`DetectorFamily` and
+one entry in :data:`gluon_distill.families.FAMILIES`.
+"""
+from collections import namedtuple
+
+from ..evaluation.voc07 import VOC07Evaluator
+
+DeviceBatch = namedtuple('DeviceBatch', ['images', 'inputs', 'targets'])
+DeviceBatch.__doc__ = """One training batch split over the devices.
+
+``images``: per device, ``(B_d, 3, H, W)``. ``inputs``: a tuple of per-device lists the
+training forward takes after the images (SSD: none; a two-stage detector: its ground-truth
+boxes). ``targets``: a tuple of per-device lists the family's loss takes (SSD:
+``cls_targets (B_d, N)``, ``box_targets (B_d, N, 4)``)."""
+
+
+def as_device_batch(prepared):
+    """A loader's prepared batch as a :class:`DeviceBatch`; a plain tuple ``(images, *targets)``
+    (the SSD loaders' form) has no forward inputs."""
+    if isinstance(prepared, DeviceBatch):
+        return prepared
+    return DeviceBatch(prepared[0], (), tuple(prepared[1:]))
+
+
+class DetectorFamily:
+    """What the run builder and the steps need to know about one detector family.
+
+    Network outputs and losses stay per device lists throughout, so that a family's loss can
+    normalise over the whole batch (SSD: by the positives of every device).
+    """
+    name = ''
+    #: the loss components the steps log, in order (each a per-device list from :meth:`loss`)
+    loss_names = ()
+
+    def build(self, model_cfg, classes, ctx):
+        """``(net, arch)``: the detector of a ``model`` config section, initialised on ``ctx``."""
+        raise NotImplementedError
+
+    def spec(self, arch, classes, model_cfg, prov, extra=None):
+        """The ``model.json`` content of a network :meth:`build` made."""
+        raise NotImplementedError
+
+    def train_loader(self, dataset, net, cfg, ctx):
+        """The training loader of a run: iterable per epoch (``loader.epoch(e)``), ``len()``
+        iterations, and ``prepare(batch)`` putting a batch on the devices
+        (:func:`as_device_batch` reads the result)."""
+        raise NotImplementedError
+
+    def training_forward(self, net):
+        """A block ``(x, *inputs) -> head outputs`` (a tuple) of a plain training step."""
+        raise NotImplementedError
+
+    def feature_forward(self, net, adapters=None):
+        """A block ``(x, *inputs) -> [map_0 .. map_K-1] + head outputs`` for distillation: the
+        maps the distillers compare (through ``adapters`` when given) and the same head
+        outputs as :meth:`training_forward`, from one backbone pass. Its
+        ``num_head_outputs`` says how many trailing outputs are head outputs."""
+        raise NotImplementedError
+
+    def loss(self):
+        """A callable ``(head outputs per device, DeviceBatch.targets) -> (totals, parts)``:
+        per-device loss arrays to back-propagate (summing over devices to the batch loss) and
+        ``{name: per-device arrays}`` for :attr:`loss_names`."""
+        raise NotImplementedError
+
+    def predictions(self, net, dataset, inputs, ctx, eval_cfg, num_workers=0, progress=None):
+        """Yield ``(record, boxes (K, 4), labels (K,), scores (K,))`` per image of ``dataset``:
+        the detector's final detections (``eval_cfg``'s NMS settings) in the original image's
+        0-based pixels. ``inputs``: ``data_shape``, ``mean``, ``std`` (a ``model.json`` spec
+        has them). Leaves ``net`` ready to train on."""
+        raise NotImplementedError
+
+    def evaluate(self, net, dataset, inputs, ctx, eval_cfg, classes, evaluator=None,
+                 num_workers=0, progress=None):
+        """``(result, evaluator)``: ``evaluator`` (reset/process/evaluate; default VOC07 at
+        ``eval_cfg.iou_thresh``) fed every image's :meth:`predictions` and ground truth."""
+        evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=eval_cfg.iou_thresh)
+        evaluator.reset()
+        for record, boxes, labels, scores in self.predictions(net, dataset, inputs, ctx,
+                                                              eval_cfg, num_workers, progress):
+            evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
+                              [record.labels], [record.difficult])
+        return evaluator.evaluate(), evaluator
+
+    def ground_truth_reader(self, net, data_shape, ctx):
+        """A callable: loader batch (host arrays, before ``prepare``) -> per image, its
+        ground-truth boxes ``(M, 4)`` in input pixels (FGFI's imitation masks)."""
+        raise NotImplementedError
+
+    def scale_anchors(self, net, data_shape, ctx):
+        """Per map of the network's features, its anchors ``(H, W, A, 4)`` (centre x, y, w,
+        h in input pixels; FGFI's imitation masks)."""
+        raise NotImplementedError
+
+    # ---- distillation: teacher, student composition, deployable spec
+
+    def distillation_plan(self, cfg, classes, ctx):
+        """``(teacher, plan)``: the frozen teacher of ``cfg.teacher`` (with ``net``, ``source``
+        and ``arch``) and the student plan (``net`` the deployable student, ``pairs``
+        (student map, teacher map), ``critic_adapters`` or None, ``teacher_channels``),
+        checked against each other and the classes."""
+        raise NotImplementedError
+
+    def describe_plan(self, teacher, plan):
+        """One log line: teacher, student, and which maps are paired."""
+        return ''
+
+    def teacher_forward(self, teacher):
+        """A block ``x -> teacher maps`` (run outside autograd, inference mode)."""
+        raise NotImplementedError
+
+    def student_spec(self, plan, classes, model_cfg, prov, extra=None, folded=False):
+        """The ``model.json`` of the deployable student (loadable without the teacher)."""
+        raise NotImplementedError
+
+    def fold(self, plan, ctx):
+        """The student with its training-only layers folded away, or None if nothing folds."""
+        return None
