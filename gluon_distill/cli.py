@@ -6,10 +6,11 @@ def known_errors():
     from .config import ConfigError
     from .data.report import DatasetError
     from .engine.checkpoint import CheckpointError
+    from .engine.distributed import DistributedError
     from .engine.hooks import TrainingDiverged
     from .models.ssd import ModelError
     return (ConfigError, DatasetError, CheckpointError, TrainingDiverged, ModelError, ValueError,
-            FileNotFoundError)
+            FileNotFoundError, DistributedError)
 
 
 def run_tool(fn):

@@ -39,8 +39,10 @@ CHOICES = {
     'data.pipeline': ('fast', 'gluoncv'),
     'data.on_bad_image': ('stop', 'skip'),
     'data.format': ('voc', 'coco'),
+    'eval.metric': ('auto', 'voc07', 'coco'),
     'train.optimizer': ('sgd', 'adam'),
-    'model.family': ('ssd',),
+    'model.family': ('ssd', 'faster_rcnn'),
+    'model.roi_mode': ('align', 'pool'),
     'distill.adapter': ('conv1x1',),
     'distill.gan.critic': ('bn', 'plain', 'spectral'),
     'distill.gan.adv_optimizer': ('shared', 'adam'),
@@ -153,6 +155,16 @@ class ModelConfig:
     blocks: int = 1
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # family faster_rcnn (gluon_distill.families.faster_rcnn): data_shape is the short side;
+    # 0 keeps the network's preset (GluonCV's VOC model, or the tiny net's scaled one)
+    max_size: int = 1000
+    roi_mode: str = 'align'             # see CHOICES
+    rpn_train_pre_nms: int = 0
+    rpn_train_post_nms: int = 0
+    rpn_test_pre_nms: int = 0
+    rpn_test_post_nms: int = 0
+    rcnn_num_sample: int = 0
+    rcnn_max_num_gt: int = 0
 
 
 @dataclass
@@ -262,6 +274,7 @@ class TrainConfig:
     warmup_iters: int = 0
     ctx: str = 'cpu'
     kvstore: str = 'device'
+    horovod: bool = False
     seed: int = 0
     out: str = 'runs/ssd'
     resume: bool = False
@@ -276,7 +289,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Validation and test settings (VOC07 11-point mAP)."""
+    """Validation and test settings. ``metric`` is what per-epoch validation scores (and
+    ``best.params`` is chosen by): ``voc07`` (11-point mAP at ``iou_thresh``), ``coco``
+    (COCO AP@[.5:.95] by pycocotools; COCO-format data only) or ``auto``: ``coco`` on
+    COCO-format data, else ``voc07``."""
+    metric: str = 'auto'                # see CHOICES
     iou_thresh: float = 0.5
     nms_thresh: float = 0.45
     nms_topk: int = 400
@@ -286,10 +303,12 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    """What an experiment file reproduces: its paper table cell and published number."""
+    """What an experiment file reproduces: its paper table cell and published number
+    (a fraction; ``published_metric`` says which metric, empty for VOC07 mAP@0.5)."""
     name: str = ''
     paper_table: str = ''
     published_mAP: Optional[float] = None
+    published_metric: str = ''
     notes: str = ''
 
 
@@ -331,6 +350,7 @@ FLAG_ALIASES = {
     'overwrite': 'train.overwrite',
     'seed': 'train.seed',
     'kvstore': 'train.kvstore',
+    'horovod': 'train.horovod',
     'teacher_network': 'teacher.network',
     'teacher_params': 'teacher.params',
     'teacher_pretrained': 'teacher.pretrained',
@@ -506,7 +526,8 @@ def add_common_arguments(parser):
         'ctx': 'devices: cpu, cpu:0,1 (two CPU contexts), gpu:0,1,2,3',
         'out': 'output directory',
         'params': 'start from this local .params file',
-        'kvstore': 'KVStore type: device, local, dist_sync',
+        'kvstore': 'KVStore type: device, local; dist_sync or dist_device_sync for a job '
+                   'started by python -m gluon_distill.launch (README "Across machines")',
     }
     for name, text in str_flags.items():
         parser.add_argument('--' + name.replace('_', '-'), dest=name, default=None, help=text)
@@ -517,6 +538,9 @@ def add_common_arguments(parser):
     parser.add_argument('--pretrained-base', dest='pretrained_base', default=None,
                         action=argparse.BooleanOptionalAction,
                         help='ImageNet-pretrained backbone from the GluonCV zoo')
+    parser.add_argument('--horovod', dest='horovod', default=None, action='store_true',
+                        help='one process per device under horovodrun (the optional horovod '
+                             'extra; README "Across machines")')
     parser.add_argument('--resume', dest='resume', default=None, action='store_true',
                         help='continue from OUT/last.ckpt at the next epoch boundary')
     parser.add_argument('--overwrite', dest='overwrite', default=None, action='store_true',

@@ -8,7 +8,8 @@ in its ``train.out`` is finished and skipped; one with ``last.ckpt`` is resumed.
 
 Each finished run's ``best.params`` is evaluated on its config's validation split (cached in
 ``OUT/reproduce_eval.json``); ``table<N>.md``, ``table<N>.csv`` and ``table<N>.png`` put our
-mAP beside ``experiment.published_mAP`` with the difference.
+number beside ``experiment.published_mAP`` with the difference, in the table's metric
+(:data:`TABLES`: VOC07 mAP for Table 1, COCO AP@[.5:.95] for Table 2).
 """
 import csv
 import glob
@@ -25,13 +26,37 @@ METHODS = ('gan', 'head_only', 'mimic', 'fgfi')
 # V100-class GPU, GluonCV's SSD). These are assumptions for planning, not measurements.
 IMAGES_PER_SEC_512 = {
     'vgg16_atrous': 30.0, 'resnet101_v2': 25.0, 'resnet50_v1': 40.0, 'resnet18_v1': 80.0,
-    'mobilenet1.0': 90.0, 'mobilenetv2_1.0': 90.0, 'tiny': 1000.0,
+    'mobilenet1.0': 90.0, 'mobilenetv2_1.0': 90.0, 'tiny': 1000.0, 'mobilenet0.75': 110.0,
+    # Faster R-CNN (Table 3, experiments/voc07_rcnn): one image per GPU, RoIs and NMS included
+    'resnet50_v1b': 10.0, 'resnet101_v1d': 7.0,
 }
 DEFAULT_IMAGES_PER_SEC = 40.0
 # a distillation step also runs the teacher forward: about a third of its training step
 TEACHER_FORWARD_SHARE = 1.0 / 3
 # images in the VOC splits the configs use
 VOC_SPLIT_IMAGES = {'2007_trainval': 5011, '2012_trainval': 11540, '2007_test': 4952}
+# images in the COCO 2017 splits (instances_train2017.json, instances_val2017.json)
+COCO_SPLIT_IMAGES = {'train2017': 118287, 'val2017': 5000}
+
+
+class TableSpec(object):
+    """A table of the paper: its experiments folder and the metric its numbers are in
+    (``key``: the evaluation result's entry; ``label``: column names; ``text``: the md note)."""
+
+    def __init__(self, experiments, key, label, text):
+        self.experiments, self.key, self.label, self.text = experiments, key, label, text
+
+
+TABLES = {
+    1: TableSpec('experiments/voc', 'mAP', 'mAP', 'VOC07 11-point mAP'),
+    2: TableSpec('experiments/coco', 'AP', 'AP', 'COCO AP@[.5:.95] (pycocotools)'),
+    3: TableSpec('experiments/voc07_rcnn', 'mAP', 'mAP', 'VOC07 11-point mAP'),
+}
+
+
+def table_spec(table):
+    """The :class:`TableSpec` of ``table`` (a table not listed: VOC07 mAP, experiments/voc)."""
+    return TABLES.get(int(table), TABLES[1])
 
 
 class Run(object):
@@ -61,7 +86,9 @@ class Run(object):
         return os.path.exists(os.path.join(self.out, 'last.ckpt'))
 
     def command(self, ctx=None):
-        tool = 'tools/train_distill.py' if self.role == 'student' else 'tools/train_ssd.py'
+        tool = 'tools/train_distill.py' if self.role == 'student' else (
+            'tools/train_rcnn.py' if self.cfg.model.family == 'faster_rcnn' else
+            'tools/train_ssd.py')
         cmd = 'python {} --config {}'.format(tool, self.path)
         if ctx:
             cmd += ' --ctx {}'.format(ctx)
@@ -106,8 +133,9 @@ def _split_images(cfg):
     total = 0
     root = os.path.expanduser(cfg.data.root)
     for split in cfg.data.train_split.split('+'):
-        if split in VOC_SPLIT_IMAGES:
-            total += VOC_SPLIT_IMAGES[split]
+        known = dict(VOC_SPLIT_IMAGES, **COCO_SPLIT_IMAGES)
+        if split in known:
+            total += known[split]
             continue
         name = split.split('_')[-1]
         files = glob.glob(os.path.join(root, 'ImageSets', 'Main', name + '.txt')) + \
@@ -165,7 +193,8 @@ def _train(run, ctx, logger):
 
 
 def _evaluate(run, ctx):
-    """Our mAP of the run's best.params on its validation split (cached)."""
+    """Our mAP (COCO data: AP@[.5:.95]) of the run's best.params on its validation split
+    (cached)."""
     from .evaluation.run import evaluate_params
     cache = os.path.join(run.out, 'reproduce_eval.json')
     if os.path.exists(cache):
@@ -175,11 +204,13 @@ def _evaluate(run, ctx):
     if not os.path.exists(params):
         return None
     result, _ = evaluate_params(params, run.cfg.data.root, run.cfg.data.val_split,
-                                ctx or 'cpu', progress=False)
+                                ctx or 'cpu', progress=False,
+                                nms_thresh=run.cfg.eval.nms_thresh)
+    value = result['mAP'] if 'mAP' in result else result['AP']  # COCO data: AP@[.5:.95]
     with open(cache, 'w') as f:
-        json.dump({'mAP': result['mAP'], 'params': params,
-                   'split': run.cfg.data.val_split}, f, indent=2)
-    return result['mAP']
+        json.dump({'mAP': value, 'metric': 'mAP' if 'mAP' in result else 'AP',
+                   'params': params, 'split': run.cfg.data.val_split}, f, indent=2)
+    return value
 
 
 def _fmt(value):
@@ -190,19 +221,20 @@ def write_results(rows, results_dir, table):
     """``table<N>.md``, ``.csv`` and ``.png`` of ``rows``; returns the three paths."""
     os.makedirs(results_dir, exist_ok=True)
     stem = os.path.join(results_dir, 'table{}'.format(table))
+    spec = table_spec(table)
     with open(stem + '.csv', 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['name', 'role', 'method', 'paper_table', 'paper_mAP', 'our_mAP',
-                         'difference'])
+        writer.writerow(['name', 'role', 'method', 'paper_table', 'paper_' + spec.label,
+                         'our_' + spec.label, 'difference'])
         for r in rows:
             writer.writerow([r['name'], r['role'], r['method'], r['paper_table'],
                              '' if r['paper'] is None else r['paper'],
                              '' if r['ours'] is None else '{:.4f}'.format(r['ours']),
                              '' if r['diff'] is None else '{:.4f}'.format(r['diff'])])
     lines = ['# Table {}: paper vs this reproduction'.format(table), '',
-             'mAP = VOC07 11-point mAP of each run\'s best.params on its config\'s validation '
-             'split; difference = ours - paper.', '',
-             '| run | role | method | paper mAP | our mAP | difference |',
+             '{} = {} of each run\'s best.params on its config\'s validation split; '
+             'difference = ours - paper.'.format(spec.label, spec.text), '',
+             '| run | role | method | paper {0} | our {0} | difference |'.format(spec.label),
              '|---|---|---|---:|---:|---:|']
     for r in rows:
         diff = '—' if r['diff'] is None else '{:+.3f}'.format(r['diff'])
@@ -225,7 +257,7 @@ def _plot(rows, path, table):
     ax.bar([x + width / 2 for x in xs], [r['ours'] or 0 for r in rows], width, label='ours')
     ax.set_xticks(list(xs))
     ax.set_xticklabels([r['name'] for r in rows], rotation=60, ha='right', fontsize=7)
-    ax.set_ylabel('mAP')
+    ax.set_ylabel(table_spec(table).label)
     ax.set_title('Table {}: paper vs ours'.format(table))
     ax.legend()
     fig.tight_layout()
@@ -257,10 +289,11 @@ def dry_run(runs, ctx=None, out=print):
     return total
 
 
-def reproduce_table(table=1, experiments='experiments/voc', methods=None, ctx=None,
+def reproduce_table(table=1, experiments=None, methods=None, ctx=None,
                     results_dir='results', overrides=(), dry=False, out=print):
-    """Train (or resume) every run of ``table`` in order, evaluate, and write the results."""
-    runs = collect_runs(experiments, table, methods, overrides)
+    """Train (or resume) every run of ``table`` in order, evaluate, and write the results.
+    ``experiments`` defaults to the table's folder (:data:`TABLES`)."""
+    runs = collect_runs(experiments or table_spec(table).experiments, table, methods, overrides)
     if dry:
         dry_run(runs, ctx, out)
         return None

@@ -3,12 +3,15 @@
 ``tools/train_ssd.py`` is argument parsing plus :func:`train_detector`; the distillation tool
 reuses :func:`prepare_run`, :func:`standard_hooks` and :func:`run_loop` with its own step.
 """
+import atexit
 import dataclasses
 import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +19,8 @@ import numpy as np
 import mxnet as mx
 
 from .data.datasets import build_datasets
-from .engine.checkpoint import load_checkpoint, CheckpointError
+from .engine.checkpoint import load_checkpoint, read_checkpoint, CheckpointError
+from .engine import distributed as D
 from .io_utils import atomic_write_json
 from .engine import rundir
 from .engine.devices import parse_ctx
@@ -48,17 +52,21 @@ class RunContext:
     argv: list
 
 
-def check_batch_size(batch_size, num_devices):
-    """The global batch must split evenly over the devices: uneven shards would change the
-    BatchNorm statistics and the loss normalisation of a run by its device count."""
+def check_batch_size(batch_size, num_devices, num_workers=1):
+    """The global batch must split evenly over the workers and their devices: uneven shards
+    would change the BatchNorm statistics and the loss normalisation of a run by its device
+    count."""
+    num_devices *= num_workers
     if batch_size >= num_devices and batch_size % num_devices == 0:
         return
     below = batch_size // num_devices * num_devices
     above = below + num_devices
     sizes = ' or '.join(str(b) for b in (below, above) if b > 0)
-    raise ValueError('--batch-size {} does not split evenly over {} devices (uneven shards '
-                     'change BatchNorm statistics and the loss normalisation): use {}'.format(
-                         batch_size, num_devices, sizes))
+    over = '{} devices'.format(num_devices) if num_workers == 1 else \
+        '{} workers x {} devices'.format(num_workers, num_devices // num_workers)
+    raise ValueError('--batch-size {} does not split evenly over {} (uneven shards change '
+                     'BatchNorm statistics and the loss normalisation): use {}'.format(
+                         batch_size, over, sizes))
 
 
 def _saved_config(out):
@@ -77,6 +85,8 @@ def check_resume_config(out, cfg):
     if old is None:
         return []
     diffs = rundir.config_differences(old, cfg.to_dict())
+    # unset data.category_ids are filled from the COCO JSON as the data is read: not a change
+    diffs = [d for d in diffs if not (d[0] == 'data.category_ids' and d[2] is None)]
     # a key the saved config lacks comes from a newer version of the package: not a change
     bad = [d for d in diffs if rundir.is_resume_key(d[0]) and d[1] != '<unset>']
     if bad:
@@ -92,8 +102,15 @@ def prepare_run(cfg, argv=None):
     A refused ``--resume`` leaves ``config.yaml`` untouched."""
     t = cfg.train
     ctx = parse_ctx(t.ctx)
-    check_batch_size(t.batch_size, len(ctx))
+    if t.horovod and len(ctx) > 1:
+        raise D.DistributedError('--horovod runs one device per process (got --ctx {}): start '
+                                 'one process per device with horovodrun'.format(t.ctx))
+    check_batch_size(t.batch_size, len(ctx), D.launched_workers())
+    rank, workers = D.setup(t.kvstore, t.horovod)
+    check_batch_size(t.batch_size, len(ctx), workers)
     out = os.path.abspath(os.path.expanduser(t.out))
+    if rank > 0:
+        return _prepare_other_worker(cfg, ctx, out, rank, workers, argv)
     moved_to = rundir.open_run_folder(out, resume=t.resume, overwrite=t.overwrite)
     try:
         changed = check_resume_config(out, cfg) if t.resume else []
@@ -103,6 +120,11 @@ def prepare_run(cfg, argv=None):
         if changed:
             logger.info('resuming with changed settings: %s', rundir.format_differences(changed))
         logger.info('devices: %s; output: %s', ctx, out)
+        if workers > 1:
+            logger.info('distributed: %d workers (%s), each a batch of %d on %d device(s); '
+                        'this is rank 0, the one that writes %s', workers,
+                        'horovod' if t.horovod else t.kvstore, t.batch_size // workers,
+                        len(ctx), out)
         # progress bars only on a terminal: a redirected log gets the summary lines alone
         data = build_datasets(cfg.data, logger, progress=t.progress and sys.stderr.isatty())
         logger.info('classes (%d): %s; %d training and %d validation images', len(data.classes),
@@ -110,10 +132,26 @@ def prepare_run(cfg, argv=None):
         if t.resume:
             check_resume_classes(out, data.classes)
         cfg.dump(os.path.join(out, 'config.yaml'))
+        D.barrier()  # the other workers read the data now (a generated set is complete)
     except BaseException:
         rundir.release_lock(out)
         raise
     return RunContext(cfg, ctx, data, out, logger, list(argv or []))
+
+
+def _prepare_other_worker(cfg, ctx, out, rank, workers, argv):
+    """A distributed job's worker other than rank 0: it writes nothing to ``out``. Files the
+    run's code writes go to a private scratch folder (removed at exit); the console gets
+    warnings and errors only, prefixed with the rank."""
+    scratch = tempfile.mkdtemp(prefix='gluon_distill-rank{}-'.format(rank))
+    atexit.register(shutil.rmtree, scratch, True)
+    logger = setup_logging(None, console_level=logging.WARNING,
+                           prefix='[rank {}/{}] '.format(rank, workers))
+    D.barrier()  # rank 0 has checked the run folder and read (or generated) the data
+    data = build_datasets(cfg.data, logger, progress=False)
+    run = RunContext(cfg, ctx, data, scratch, logger, list(argv or []))
+    run.run_out = out
+    return run
 
 
 def build_detector(cfg, classes, ctx):
@@ -124,14 +162,23 @@ def build_detector(cfg, classes, ctx):
 
 def make_evaluate(run, net, family=None):
     """The per-epoch validation callable of the EvalHook: the family's prediction on the
-    validation set at ``cfg.model``'s input size and normalisation, scored by VOC07."""
+    validation set at ``cfg.model``'s input size and normalisation, scored by VOC07, or by
+    COCO AP@[.5:.95] on COCO data (``eval.metric``; the result's ``mAP`` is then COCO AP)."""
+    from .evaluation.coco import validation_evaluator
     family = family or get_family(run.cfg.model.family)
     m = run.cfg.model
     inputs = {'data_shape': m.data_shape, 'mean': m.mean, 'std': m.std}
+    evaluator = validation_evaluator(run.cfg.eval, run.cfg.data, run.data.root,
+                                     run.data.category_ids, run.data.classes)
 
     def evaluate():
+        if D.is_distributed():
+            # every worker predicts its shard; every worker gets the whole set's result
+            result, _ = D.evaluate_sharded(family, net, run.data.val, inputs, run.ctx,
+                                           run.cfg.eval, run.data.classes, evaluator)
+            return result
         result, _ = family.evaluate(net, run.data.val, inputs, run.ctx, run.cfg.eval,
-                                    run.data.classes)
+                                    run.data.classes, evaluator=evaluator)
         return result
     return evaluate
 
@@ -176,24 +223,26 @@ def standard_hooks(run, step, evaluate, lr_trainers, start_best=-1.0):
     """LR schedule, NaN guard, metrics logging, device statistics sync, validation and
     checkpoints, in that order."""
     t = run.cfg.train
-    writer = JsonlWriter(os.path.join(run.out, 'metrics.jsonl'))
+    writes = D.is_writer()  # a distributed job: rank 0 alone logs, checkpoints and plots
+    writer = JsonlWriter(os.path.join(run.out, 'metrics.jsonl') if writes else None)
     lr_hook = LRScheduleHook(lr_trainers, t.lr_steps, t.lr_decay, t.warmup_iters)
     return [
         lr_hook,
         NonFiniteGuard(t.max_nonfinite, run.logger),
-        MetricsLogger(writer, t.log_interval, lr_hook, run.logger, t.progress),
+        MetricsLogger(writer, t.log_interval, lr_hook, run.logger, t.progress and writes),
         SyncDeviceStatistics(step.blocks),
         EvalHook(evaluate, writer, t.val_interval, run.logger),
         CheckpointHook(run.out, step, meta={'seed': t.seed}, best=start_best,
-                       logger=run.logger),
-        PlotHook(run.out, run.logger),
-    ]
+                       logger=run.logger, write=writes),
+    ] + ([PlotHook(run.out, run.logger)] if writes else [])
 
 
 def resume_from_checkpoint(run, step, checkpoint_hook):
     """Restore ``step`` from ``last.ckpt``, or from ``prev.ckpt`` when ``last.ckpt`` is
     unreadable (truncated); drop what ``metrics.jsonl`` logged after that checkpoint.
     Returns the checkpoint's meta."""
+    if D.is_distributed():
+        return _resume_distributed(run, step, checkpoint_hook)
     last, prev = checkpoint_hook.last_path, checkpoint_hook.prev_path
     try:
         meta = load_checkpoint(last, step.blocks(), step.trainers())
@@ -219,6 +268,54 @@ def resume_from_checkpoint(run, step, checkpoint_hook):
         checkpoint_hook.best_epoch = _best_json_epoch(run.out)
     run.logger.info('resumed from %s: epoch %d done, continuing at epoch %d', source,
                     meta['epoch'], meta['epoch'] + 1)
+    return meta
+
+
+def _readable_checkpoint(run, checkpoint_hook):
+    """``last.ckpt``, or ``prev.ckpt`` when ``last.ckpt`` is unreadable (as
+    :func:`resume_from_checkpoint` falls back)."""
+    last, prev = checkpoint_hook.last_path, checkpoint_hook.prev_path
+    try:
+        read_checkpoint(last)
+        return last
+    except CheckpointError as e:
+        if not os.path.exists(prev):
+            raise CheckpointError('--resume: {} (no earlier checkpoint {} to fall back '
+                                  'to)'.format(e, os.path.basename(prev)))
+        try:
+            meta = read_checkpoint(prev)[2]
+        except CheckpointError as e2:
+            raise CheckpointError('--resume: {}; the previous checkpoint is unusable too: '
+                                  '{}'.format(e, e2))
+        run.logger.warning('%s; resuming from the previous checkpoint %s (epoch %d) instead',
+                           e, prev, meta['epoch'])
+        return prev
+
+
+def _resume_distributed(run, step, checkpoint_hook):
+    """Every worker restores the checkpoint rank 0 reads (its bytes are broadcast: the
+    other workers need no shared filesystem); rank 0 alone truncates ``metrics.jsonl``."""
+    data = None
+    if D.is_writer():
+        source = _readable_checkpoint(run, checkpoint_hook)
+        with open(source, 'rb') as f:
+            data = f.read()
+    data = D.broadcast_object(data)
+    if not D.is_writer():
+        source = os.path.join(run.out, 'resumed.ckpt')  # this worker's scratch folder
+        with open(source, 'wb') as f:
+            f.write(data)
+    meta = load_checkpoint(source, step.blocks(), step.trainers())
+    checkpoint_hook.restore(meta)
+    if D.is_writer():
+        dropped = truncate_metrics(os.path.join(run.out, 'metrics.jsonl'), meta['epoch'])
+        if dropped:
+            run.logger.info('metrics.jsonl: dropped %d record(s) logged after epoch %d (they '
+                            'are logged again now)', dropped, meta['epoch'])
+        if checkpoint_hook.best_epoch is None and checkpoint_hook.best > -1:
+            checkpoint_hook.best_epoch = _best_json_epoch(run.out)
+    run.logger.info('resumed every worker from %s: epoch %d done, continuing at epoch %d',
+                    source, meta['epoch'], meta['epoch'] + 1)
     return meta
 
 
@@ -282,6 +379,8 @@ def write_summary(run, summary):
     output folder's lock."""
     atomic_write_json(os.path.join(run.out, 'summary.json'), summary)
     rundir.release_lock(run.out)
+    if hasattr(run, 'run_out'):  # a worker other than rank 0: name the run's folder
+        summary['out'] = run.run_out
     return summary
 
 
@@ -334,8 +433,10 @@ def run_training(run, family, job):
     lr_trainers = {'net': (trainer, t.lr)}
     lr_trainers.update(job.lr_trainers)
     hooks += standard_hooks(run, step, make_evaluate(run, job.net, family), lr_trainers)
-    run.logger.info('%s for %d epochs, %d iterations each, batch %d on %d device(s)',
-                    job.description, t.epochs, len(loader), t.batch_size, len(run.ctx))
+    workers = D.world()[1]
+    run.logger.info('%s for %d epochs, %d iterations each, batch %d on %d device(s)%s',
+                    job.description, t.epochs, len(loader), t.batch_size, len(run.ctx),
+                    ' x {} workers'.format(workers) if workers > 1 else '')
     return run_loop(run, step, loader, hooks)
 
 

@@ -1,4 +1,6 @@
 """Shared fixtures: the generated dataset, built once per session, and small configs."""
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +11,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SHARED_RACCOON = REPO.parent / 'shared' / 'data' / 'raccoon'
+
+
+def tool(name):
+    """``main`` of ``tools/<name>.py``, imported in this process."""
+    tools = str(REPO / 'tools')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    spec = importlib.util.spec_from_file_location('tool_' + name, os.path.join(tools,
+                                                                            name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
 
 
 @pytest.fixture(scope='session')

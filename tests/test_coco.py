@@ -139,6 +139,51 @@ def test_missing_image_skipped_and_malformed_json(tmp_path):
     assert str(truncated) in str(report.fatal()[0])
 
 
+def test_check_dataset_tool_reads_coco(tmp_path, capsys):
+    """tools/check_dataset.py: a COCO file (--annotations/--images) and a COCO root (every
+    split); exit 1 naming the file and the ids of a broken one, 0 with the category ids of a
+    good one. In-process (main), one real command line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('check_dataset',
+                                                  str(REPO / 'tools' / 'check_dataset.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def check(*args):
+        try:
+            code = tool.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+    path, images = write_coco(tmp_path)
+    ok = check('--annotations', path, '--images', images)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert '3 images, 5 objects' in ok.stdout and 'category ids: cat 3, dog 7' in ok.stdout
+    (tmp_path / 'bad').mkdir()
+    bad_path, _ = write_coco(tmp_path / 'bad', _mutate('unknown_category'), images=False)
+    bad = subprocess.run([sys.executable, str(REPO / 'tools' / 'check_dataset.py'),
+                          '--annotations', bad_path, '--images', images],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert 'unknown_category' in bad.stdout and bad_path in bad.stdout
+    assert 'annotation id 3 (image id 2)' in bad.stdout
+    root = tmp_path / 'coco'
+    (root / 'annotations').mkdir(parents=True)
+    os.symlink(images, str(root / 'val2017'))
+    os.symlink(images, str(root / 'train2017'))
+    os.symlink(path, str(root / 'annotations' / 'instances_train2017.json'))
+    os.symlink(bad_path, str(root / 'annotations' / 'instances_val2017.json'))
+    both = check(root)
+    assert both.returncode == 1
+    assert 'instances_train2017.json' in both.stdout and 'instances_val2017.json' in both.stdout
+    assert check(root, '--split', 'train2017').returncode == 0
+    missing = check(root, '--split', 'test2017')
+    assert missing.returncode == 1 and 'splits available: train2017, val2017' in missing.stderr
+    usage = check('--annotations', path)
+    assert usage.returncode == 2 and '--images' in usage.stderr
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def raw_cocoeval(gt_path, detections):
@@ -310,6 +355,36 @@ def test_gluoncv_coco_layout_and_config_keys(tmp_path):
                        need_train=False, progress=False)
 
 
+def test_validation_metric_follows_the_data(tmp_path, synthetic_root):
+    """eval.metric: auto is COCO AP on COCO data and VOC07 on VOC data; voc07 can be asked
+    for on COCO data, coco on VOC data is refused by name; other values are refused."""
+    from gluon_distill.config import ConfigError, config_from
+    from gluon_distill.evaluation.coco import COCOValidationEvaluator, validation_evaluator
+    path, images = write_coco(tmp_path)
+    coco = config_from({'data.annotations': path, 'data.images': images,
+                        'data.val_split': 'all'})
+    evaluator = validation_evaluator(coco.eval, coco.data, tmp_path, [3, 7], ['cat', 'dog'])
+    assert isinstance(evaluator, COCOValidationEvaluator)
+    data = coco_dataset()
+    for image in data['images']:  # every ground-truth box predicted exactly
+        anns = [a for a in data['annotations'] if a['image_id'] == image['id']]
+        evaluator.process([image['id']], [[coco_box_to_corners(a['bbox']) for a in anns]],
+                          [[[3, 7].index(a['category_id']) for a in anns]],
+                          [[0.9] * len(anns)])
+    result = evaluator.evaluate()
+    assert result['metric'] == 'coco' and result['mAP'] == pytest.approx(1.0)
+    assert set(result['AP']) == {'cat', 'dog'} and 'AP50' in result
+    coco.eval.metric = 'voc07'
+    assert validation_evaluator(coco.eval, coco.data, tmp_path, [3, 7], ['cat', 'dog']) is None
+    voc = config_from({'data.root': synthetic_root, 'eval.metric': 'coco'})
+    with pytest.raises(ConfigError, match='eval.metric=coco needs COCO-format data'):
+        validation_evaluator(voc.eval, voc.data, synthetic_root, None, ['a'])
+    voc.eval.metric = 'auto'
+    assert validation_evaluator(voc.eval, voc.data, synthetic_root, None, ['a']) is None
+    with pytest.raises(ConfigError, match='eval.metric'):
+        config_from({'eval.metric': 'map'})
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def test_coco_root_trains_distils_on_two_devices_and_evaluates(tmp_path):
@@ -330,6 +405,11 @@ def test_coco_root_trains_distils_on_two_devices_and_evaluates(tmp_path):
     result, table = evaluate_params(str(out / 'last.params'), ctx='cpu', progress=False,
                                     save_dir=str(tmp_path / 'eval'))
     assert table.splitlines()[-1] == 'AP=%.4f' % result['AP']
+    # per-epoch validation on COCO data is COCO AP (eval.metric auto): what eval.py reports
+    val = [json.loads(line) for line in open(out / 'metrics.jsonl') if '"val"' in line][-1]
+    assert val['mAP'] == pytest.approx(result['AP'], rel=1e-6, abs=1e-12)
+    assert val['AP'] == pytest.approx({c: None if np.isnan(v) else v
+                                       for c, v in result['AP_per_class'].items()}, abs=1e-6)
     results = json.load(open(tmp_path / 'eval' / 'results.json'))
     val_json, images = coco_split_paths(root, 'val')
     assert result['num_images'] == 8 and result['num_images_not_processed'] == 0
@@ -363,3 +443,15 @@ def test_coco_root_trains_distils_on_two_devices_and_evaluates(tmp_path):
     distilled, table = evaluate_params(summary['student'], ctx='cpu', progress=False)
     assert table.splitlines()[-1] == 'AP=%.4f' % distilled['AP']
     assert distilled['num_images'] == 8
+    val = [json.loads(line) for line in open(student / 'metrics.jsonl') if '"val"' in line][-1]
+    assert val['mAP'] == pytest.approx(distilled['AP'], rel=1e-6, abs=1e-12)
+    # --resume: data.category_ids, unset on the command line and filled from the JSON, is
+    # neither refused nor reported as a changed setting
+    resumed = train_detector(tiny_config(root, out, **{
+        'data.format': 'coco', 'train.ctx': 'cpu:0,1', 'train.lr': 0.005, 'train.epochs': 2,
+        'train.resume': True}))
+    assert resumed['last_epoch'] == 1
+    log = (out / 'train.log').read_text()
+    assert 'resumed from' in log and 'category_ids' not in log, log
+    assert json.load(open(out / 'model.json'))['data']['category_ids'] == \
+        list(SYNTHETIC_CATEGORY_IDS)

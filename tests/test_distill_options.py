@@ -138,3 +138,22 @@ def test_critic_watch_warns_once_when_scores_run_away():
         Loop.outputs = {'Loss_D': value}
         watch.after_step()
     assert len(records) == 1 and '80.0' in records[0] and 'distill.gan.critic=bn' in records[0]
+
+
+@pytest.mark.parametrize('network, expected', [
+    ('resnet50_v1', 'ssd_512_resnet50_v1_voc'),
+    ('ssd_512_resnet50_v1_coco', 'ssd_512_resnet50_v1_coco'),
+])
+def test_pretrained_teacher_offline_names_the_zoo_file_of_its_dataset(tmp_path, monkeypatch,
+                                                                        network, expected):
+    """--teacher-pretrained fetches the zoo weights of the named preset (COCO for a ``_coco``
+    name, whose anchors differ); offline, the error names that file and where to put it."""
+    from gluon_distill.config import config_from
+    from gluon_distill.distill.build import load_teacher
+    from gluon_distill.models.ssd import ModelError
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'mxnet_home'))
+    cfg = config_from({'teacher.network': network, 'teacher.pretrained': True,
+                       'model.data_shape': 512})
+    with pytest.raises(ModelError, match='could not download the zoo teacher {}'.format(
+            expected)):
+        load_teacher(cfg.teacher, cfg.model, ['a'] * 80, [mx.cpu()])

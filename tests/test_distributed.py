@@ -3,6 +3,7 @@
 Jobs are real: a ps-lite scheduler, a server and two workers started by
 ``python -m gluon_distill.launch``; every job is bounded by a subprocess timeout.
 """
+import json
 import os
 import re
 import signal
@@ -399,3 +400,190 @@ def test_horovod_two_ranks_gather(tmp_path):
                             capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count('OK') == 2
+
+
+# ------------------------------------------------------- the training tools across workers
+
+TRAIN_TIMEOUT = 150
+
+
+def tiny_run_args(data_dir, out, epochs, ctx, extra=()):
+    """A tiny seeded SSD run: 16 training images, global batch 4 (4 iterations per epoch)."""
+    args = ['--network', 'tiny', '--data-shape', '64', '--no-pretrained-base',
+            '--data-root', 'synthetic', '--batch-size', '4', '--epochs', str(epochs),
+            '--seed', '3', '--lr', '0.002', '--ctx', ctx, '--out', str(out)]
+    for kv in ('data.synthetic.dir={}'.format(data_dir), 'data.synthetic.num_train=16',
+               'data.synthetic.num_val=8', 'data.train_split=train', 'data.val_split=val',
+               'data.num_workers=0', 'model.width=8', 'model.blocks=1', 'train.optimizer=adam',
+               'train.log_interval=2', 'train.progress=false', 'distill.gan.critic_width=8'):
+        args += ['--set', kv]
+    return args + list(extra)
+
+
+def tool_env(tmp_path):
+    env = job_env()
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir(exist_ok=True)
+    env['TMPDIR'] = str(scratch)  # where the workers but rank 0 keep their scratch folders
+    return env
+
+
+def one_process(tool, args, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / tool)] + args, cwd=str(REPO),
+                            env=tool_env(tmp_path), capture_output=True, text=True,
+                            timeout=TRAIN_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def two_workers(tool, args, tmp_path, popen=False):
+    argv = launcher_argv(free_port(), REPO / 'tools' / tool) + args + ['--kvstore', 'dist_sync']
+    if popen:
+        return subprocess.Popen(argv, cwd=str(REPO), env=tool_env(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(argv, cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
+                            text=True, timeout=TRAIN_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def max_difference(path_a, path_b):
+    """The largest absolute difference of the parameters in two ``.params`` or checkpoint
+    files (a checkpoint's optimizer states are pickles: a KVStore-held optimizer pickles
+    itself too)."""
+    import mxnet as mx
+    a, b = mx.nd.load(str(path_a)), mx.nd.load(str(path_b))
+    assert sorted(a) == sorted(b)
+    keys = [k for k in a if not k.startswith(('optim:', 'meta'))]
+    assert keys
+    return max(float(np.abs(a[k].asnumpy().astype(np.float64) -
+                            b[k].asnumpy().astype(np.float64)).max()) for k in keys)
+
+
+def run_files(out):
+    return sorted(p.name for p in Path(out).iterdir() if p.name != '.lock')
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """One process, two CPU contexts, 2 epochs: the plain SSD run the jobs must equal (and the
+    teacher of the distillation runs)."""
+    tmp = tmp_path_factory.mktemp('reference')
+    out = tmp / 'one'
+    one_process('train_ssd.py', tiny_run_args(tmp / 'data', out, 2, 'cpu:0,1'), tmp)
+    return tmp
+
+
+def test_ssd_two_workers_equal_one_process_and_resume(tmp_path, reference):
+    out = tmp_path / 'dist'
+    args = tiny_run_args(reference / 'data', out, 1, 'cpu')
+    first = two_workers('train_ssd.py', args, tmp_path)
+    # rank 0 alone writes the run folder and reports
+    assert first.stdout.count('outputs in {}'.format(out)) == 1, first.stdout
+    assert (out / 'last.ckpt').exists() and not (out / 'prev.ckpt').exists()
+    # the second epoch as a resumed distributed run
+    second = two_workers('train_ssd.py', tiny_run_args(reference / 'data', out, 2, 'cpu',
+                                                        ['--resume']), tmp_path)
+    assert 'resumed every worker from {}'.format(out / 'last.ckpt') in second.stderr
+    one = reference / 'one'
+    assert run_files(out) == run_files(one)
+    assert max_difference(out / 'last.params', one / 'last.params') <= 1e-5
+    assert max_difference(out / 'last.ckpt', one / 'last.ckpt') <= 1e-5
+    records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [(r['type'], r['epoch']) for r in records] == \
+        [('train', 0), ('train', 0), ('val', 0), ('train', 1), ('train', 1), ('val', 1)]
+    want = [json.loads(line) for line in (one / 'metrics.jsonl').read_text().splitlines()]
+    for got, ref in zip(records, want):
+        for key in ('CrossEntropy', 'SmoothL1', 'mAP'):
+            if key in ref:
+                assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (key, got)
+    # the logged mAP is the saved file's, evaluated by one process on the whole set
+    from gluon_distill.evaluation.run import evaluate_params
+    result, _ = evaluate_params(str(out / 'last.params'), progress=False)
+    assert records[-1]['mAP'] == pytest.approx(result['mAP'], abs=1e-9)
+    assert result['mAP'] > 0
+    assert list((tmp_path / 'tmp').iterdir()) == []  # scratch folders removed
+
+
+def test_gan_distillation_two_workers_equal_one_process(tmp_path, reference):
+    extra = ['--teacher-params', str(reference / 'one' / 'last.params'),
+             '--set', 'distill.method=gan+fgfi', '--set', 'distill.fgfi.warmup_iters=1']
+    one = tmp_path / 'one'
+    one_process('train_distill.py', tiny_run_args(reference / 'data', one, 1, 'cpu:0,1', extra),
+                tmp_path)
+    out = tmp_path / 'dist'
+    result = two_workers('train_distill.py',
+                         tiny_run_args(reference / 'data', out, 1, 'cpu', extra), tmp_path)
+    assert result.stdout.count('student (standalone with') == 1, result.stdout
+    assert run_files(out) == run_files(one)
+    # the student, its adapters, the critics (clipped) and FGFI's adaptation layers
+    assert max_difference(out / 'last.ckpt', one / 'last.ckpt') <= 1e-5
+    assert max_difference(out / 'student.params', one / 'student.params') <= 1e-5
+    records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    want = [json.loads(line) for line in (one / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['type'] for r in records] == [r['type'] for r in want]
+    for key in ('Loss_D', 'W0', 'Loss_fgfi', 'CrossEntropy'):
+        assert records[1][key] == pytest.approx(want[1][key], rel=1e-4, abs=1e-7), key
+
+
+def _worker_pid(port, index):
+    for pid in job_processes(port):
+        with open('/proc/{}/environ'.format(pid), 'rb') as f:
+            env = f.read().split(b'\0')
+        if b'DMLC_ROLE=worker' in env and \
+                'GLUON_DISTILL_LAUNCH_INDEX={}'.format(index).encode() in env:
+            return pid
+    return None
+
+
+def test_killed_training_worker_stops_the_job(tmp_path, reference):
+    out = tmp_path / 'dist'
+    port = free_port()
+    argv = launcher_argv(port, REPO / 'tools' / 'train_ssd.py') + tiny_run_args(
+        reference / 'data', out, 200, 'cpu') + ['--kvstore', 'dist_sync']
+    proc = subprocess.Popen(argv, cwd=str(REPO), env=tool_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TRAIN_TIMEOUT
+        while not (out / 'metrics.jsonl').exists():  # training is under way
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        os.kill(_worker_pid(port, 1), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGKILL, err
+    assert 'launch: worker 1 was killed by SIGKILL: stopping the' in err
+    assert job_processes(port) == []
+    assert (out / 'last.ckpt').exists() or not (out / 'summary.json').exists()
+
+
+def test_dist_kvstore_without_launcher_is_one_line(tmp_path, monkeypatch):
+    from gluon_distill.config import config_from
+    from gluon_distill.training import prepare_run
+    monkeypatch.delenv('DMLC_ROLE', raising=False)
+    cfg = config_from({'train.kvstore': 'dist_sync', 'train.out': str(tmp_path / 'run')})
+    with pytest.raises(dist.DistributedError, match='python -m gluon_distill.launch'):
+        prepare_run(cfg)
+    assert not (tmp_path / 'run').exists()
+
+
+def test_batch_size_must_split_over_workers_and_devices():
+    from gluon_distill.training import check_batch_size
+    check_batch_size(8, 2, 2)
+    with pytest.raises(ValueError, match=r'over 2 workers x 2 devices .*use 4 or 8'):
+        check_batch_size(6, 2, 2)
+
+
+@pytest.mark.skipif(not _has_horovod(), reason='horovod (the optional extra, built from source: '
+                                               'see README "Across machines") is not installed')
+def test_horovod_ssd_two_ranks_equal_one_process(tmp_path, reference):
+    out = tmp_path / 'hvd'
+    result = subprocess.run(['horovodrun', '--gloo', '-np', '2', '-H', 'localhost:2',
+                             sys.executable, str(REPO / 'tools' / 'train_ssd.py')] +
+                            tiny_run_args(reference / 'data', out, 2, 'cpu', ['--horovod']),
+                            cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
+                            text=True, timeout=TRAIN_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert max_difference(out / 'last.params', reference / 'one' / 'last.params') <= 1e-5

@@ -79,7 +79,10 @@ def test_every_experiment_file_loads(path):
     cfg = load_config(path)
     assert cfg.experiment.name == os.path.basename(path)[:-5]
     assert cfg.experiment.paper_table
-    assert cfg.train.out == 'runs/voc/' + cfg.experiment.name or 'voc' not in path
+    folder = os.path.basename(os.path.dirname(path))
+    assert cfg.train.out == 'runs/{}/{}'.format(folder, cfg.experiment.name)
+    if cfg.model.family != 'ssd':
+        return  # other families' networks: their own tests
     resolve_arch(cfg.model.network, cfg.model.data_shape)
     if cfg.teacher.network:
         resolve_arch(cfg.teacher.network, cfg.model.data_shape)
@@ -353,3 +356,121 @@ def test_mini_reproduction_arms_are_explicit(monkeypatch):
     assert (teacher.model.width, teacher.model.blocks, teacher.train.epochs) == (32, 2, 50)
     with pytest.raises(ValueError, match='unknown arm'):
         mini.arm_config('gan_bogus', 0, '/tmp/m', 1, 't')
+
+
+# --- Table 2 (experiments/coco/) ---------------------------------------------------------------
+
+COCO_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, 'coco', '*.yaml')))
+COCO_CONFIGS = {os.path.basename(p)[:-5]: load_config(p) for p in COCO_FILES}
+COCO_STUDENTS = {'mobilenet1.0': 'MobileNetV1', 'mobilenet0.75': 'MobileNetV1-0.75',
+                 'mobilenetv2_1.0': 'MobileNetV2'}
+# Table 2 of docs/method.md (COCO AP@[.5:.95]): student -> (no teacher, ResNet50 teacher)
+TABLE2 = {'mobilenet1.0': (21.7, 25.4), 'mobilenet0.75': (18, 23), 'mobilenetv2_1.0': (22, 24.6)}
+CHANNELS['mobilenet0.75'] = [384, 768, 512, 512, 256, 256]
+CHANNELS['ssd_512_resnet50_v1_coco'] = CHANNELS['resnet50_v1']  # the COCO preset: other anchors only
+# ResNet50 and the MobileNets have 6 maps of equal sizes at any input: 128 px (maps 8, 4, 2,
+# 1, 1, 1) keeps the COCO smoke tests fast
+COCO_SMALL = 128
+
+
+def _coco_batch(num_anchors, seed=0):
+    images, cls_targets, box_targets = _batch(num_anchors, seed=seed)
+    return images[:, :, :COCO_SMALL, :COCO_SMALL], cls_targets, box_targets
+
+
+def test_every_table2_cell_has_exactly_one_config_with_its_number():
+    expected = {}
+    for s, label in COCO_STUDENTS.items():
+        expected['Table 2, {} student, no teacher'.format(label)] = (s, None, TABLE2[s][0])
+        expected['Table 2, {} student, ResNet50 teacher'.format(label)] = \
+            (s, 'ssd_512_resnet50_v1_coco', TABLE2[s][1])  # COCO preset anchors
+    cells = Counter(c.experiment.paper_table for c in COCO_CONFIGS.values())
+    assert len([c for c in cells if c.startswith('Table 2')]) == 6
+    teacher = COCO_CONFIGS['teacher_ssd512_resnet50_v1']
+    assert teacher.experiment.published_mAP == pytest.approx(0.306)  # GluonCV's COCO weights
+    for cell, (student, teacher_net, ap) in expected.items():
+        assert cells[cell] == 1, cell
+        (cfg,) = [c for c in COCO_CONFIGS.values() if c.experiment.paper_table == cell]
+        assert cfg.experiment.published_mAP == pytest.approx(ap / 100, abs=1e-9), cell
+        assert cfg.model.network == student and cfg.teacher.network == (teacher_net or '')
+        if teacher_net:
+            assert cfg.distill.method == 'gan' and cfg.distill.gan.critic == 'bn'
+            assert (cfg.train.batch_size, cfg.train.lr_steps) == (64, [80, 100])
+        else:
+            assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_steps) == \
+                (240, 32, [160, 200])
+    for name, cfg in COCO_CONFIGS.items():
+        d = cfg.data
+        assert (d.format, d.root, d.train_split, d.val_split) == \
+            ('coco', '~/.mxnet/datasets/coco', 'train2017', 'val2017'), name
+        assert cfg.eval.metric == 'coco' and cfg.train.out == 'runs/coco/' + name
+        assert cfg.experiment.published_metric == 'COCO AP@[.5:.95]'
+        assert cfg.model.data_shape == 512 and cfg.model.pretrained_base
+        if cfg.teacher.network:
+            assert cfg.teacher.params == os.path.join(teacher.train.out, 'best.params')
+    # per pair: the GAN cell, the head-only ablation, mimic and FGFI comparisons
+    methods = Counter((c.model.network, c.distill.method) for c in COCO_CONFIGS.values()
+                      if c.teacher.network)
+    assert methods == Counter({(s, m): 1 for s in COCO_STUDENTS
+                               for m in ('gan', 'head_only', 'mimic', 'fgfi')})
+    assert len(COCO_CONFIGS) == 1 + 3 + 3 * 4
+
+
+COCO_PAIRS = sorted({(c.teacher.network, c.model.network) for c in COCO_CONFIGS.values()
+                     if c.teacher.network})
+
+
+@pytest.mark.parametrize('teacher_net, student_net', COCO_PAIRS,
+                         ids=['{}->{}'.format(t, s) for t, s in COCO_PAIRS])
+def test_table2_pair_composes_and_runs_one_step_of_each_config(teachers, teacher_net,
+                                                               student_net):
+    """The COCO pairs from the real networks (random weights, COCO_SMALL px): the student feeds
+    the teacher's head; one step with the GAN, mimic and FGFI sections of the pair's configs
+    combined (as train_distilled builds them; critics narrowed to CRITIC_WIDTH, no FGFI
+    warm-up), one head-only step and the baseline's plain detection step run and are
+    finite."""
+    import copy
+    from gluon_distill.distill.methods import build_distillers
+    ctx = [mx.cpu()]
+    key = (teacher_net, COCO_SMALL)
+    if key not in teachers:
+        arch = resolve_arch(teacher_net, COCO_SMALL)
+        net = build_ssd(arch, CLASSES)
+        initialize(net, mx.cpu())
+        anchors_of(net, COCO_SMALL)
+        teachers[key] = Teacher(net, arch, list(CLASSES), list(IMAGENET_MEAN),
+                                list(IMAGENET_STD), 'random:' + teacher_net)
+    teacher = teachers[key]
+    plan = plan_student(teacher, ModelConfig(network=student_net, data_shape=COCO_SMALL,
+                                             pretrained_base=False), CLASSES, ctx)
+    assert plan.head == 'teacher' and plan.pairs == [(k, k) for k in range(6)]
+    assert plan.student_channels == CHANNELS[student_net]
+    assert plan.teacher_channels == CHANNELS[teacher_net]
+    s_anchors = anchors_of(plan.net, COCO_SMALL).shape[1]
+    configs = {n: c for n, c in COCO_CONFIGS.items()
+               if (c.teacher.network, c.model.network) == (teacher_net, student_net)}
+    assert sorted(c.distill.method for c in configs.values()) == \
+        ['fgfi', 'gan', 'head_only', 'mimic']
+    # the sections of the gan, mimic and fgfi configs in one combined step (one graph build)
+    by_method = {c.distill.method: c.distill for c in configs.values()}
+    d = copy.deepcopy(by_method['gan'])
+    d.method, d.mimic, d.fgfi = 'gan+mimic+fgfi', by_method['mimic'].mimic, \
+        copy.deepcopy(by_method['fgfi'].fgfi)
+    d.gan.critic_width, d.fgfi.warmup_iters = CRITIC_WIDTH, 0
+    distillers, params = build_distillers(d, plan, ctx, None,
+                                          list(plan.net.collect_params().values()), COCO_SMALL)
+    assert [x.name for x in distillers] == ['gan', 'mimic', 'fgfi']
+    step = DistillStep(plan.net, teacher.net.features, ctx, make_trainer(params), distillers,
+                       plan.critic_adapters)
+    values = step.run_step(_coco_batch(s_anchors))
+    assert values['finite'] is True, values
+    assert np.isfinite(values['CrossEntropy']) and np.isfinite(values['SmoothL1'])
+    # head_only: the composed student on the SSD loss alone
+    values = DetectionStep(plan.net, ctx, make_trainer(plan.net.collect_params())).run_step(
+        _coco_batch(s_anchors))
+    assert values['finite'] is True
+    net = build_ssd(resolve_arch(student_net, COCO_SMALL), CLASSES, pretrained_base=False)
+    initialize(net, mx.cpu())
+    values = DetectionStep(net, ctx, make_trainer(net.collect_params())).run_step(
+        _coco_batch(anchors_of(net, COCO_SMALL).shape[1]))
+    assert values['finite'] is True

@@ -79,6 +79,10 @@ def test_base_name_and_zoo_name_resolve_alike():
     ('ssd_512_mobilenet1.0_voc', 'mobilenet1.0', 512),
     ('ssd_300_vgg16_atrous_voc', 'vgg16_atrous', 300),
     ('ssd_512_vgg16_atrous_voc', 'vgg16_atrous', 512),
+    # COCO presets by their full names: two differ from the VOC ones in their anchor sizes
+    ('ssd_512_resnet50_v1_coco', 'ssd_512_resnet50_v1_coco', 512),
+    ('ssd_300_vgg16_atrous_coco', 'ssd_300_vgg16_atrous_coco', 300),
+    ('ssd_512_mobilenet1.0_coco', 'ssd_512_mobilenet1.0_coco', 512),
 ])
 def test_every_zoo_entry_has_gluoncv_anchor_generators(zoo_name, base, size):
     """Same number of scales, same ratios, same anchor tables (sizes and steps) as the preset."""

@@ -142,3 +142,52 @@ def test_reproduce_resumes_a_cut_off_run(synthetic_root, tmp_path):
     log = (out / 'train.log').read_text()
     assert 'continuing at epoch 1' in log
     assert '"epochs": 2' in (out / 'summary.json').read_text()
+
+
+# ----------------------------------------------------------------------------- Table 2 (COCO)
+
+def test_reproduce_table2_dry_run_lists_the_coco_configs():
+    """--table 2 defaults to experiments/coco: the teacher, the 3 baselines, then the 12
+    distillations, and a GPU-hour estimate from the COCO train2017 size."""
+    printed = _tool('--table', '2', '--dry-run', '--results', '/nonexistent').splitlines()
+    commands = [line for line in printed if line.startswith('[')]
+    assert len(commands) == 16
+    assert all('--config experiments/coco/' in c for c in commands)
+    assert 'train_ssd.py --config experiments/coco/teacher_ssd512_resnet50_v1.yaml' in commands[0]
+    assert all('tools/train_ssd.py' in c and 'baseline_' in c for c in commands[1:4])
+    assert all('tools/train_distill.py' in c for c in commands[4:])
+    assert all('?' not in c.split('#')[1] for c in commands)  # every run has an image count
+    assert printed[-1].startswith('estimate: ') and 'for the 16 unfinished runs' in printed[-1]
+    gan = _tool('--table', '2', '--dry-run', '--methods', 'gan').splitlines()
+    assert len([line for line in gan if line.startswith('[')]) == 7
+
+
+def test_reproduce_tiny_coco_table_reports_ap(tmp_path):
+    """A tiny Table 2 on the generated COCO set: a teacher and a GAN student; table2.csv holds
+    COCO AP@[.5:.95] of best.params, what tools/eval.py reports."""
+    from gluon_distill.data.synthetic_coco import make_synthetic_coco
+    from gluon_distill.evaluation.run import evaluate_params
+    root = make_synthetic_coco(str(tmp_path / 'syn'), num_train=16, num_val=6,
+                               size_range=(64, 96), seed=2)
+    folder, runs, results = tmp_path / 'experiments', tmp_path / 'runs', tmp_path / 'results'
+    folder.mkdir()
+    coco = {'data': {'format': 'coco'}}
+    _write(str(folder), 'teacher_tiny', root, runs, 'teacher of Table 2', 0.30,
+           model={'width': 8})
+    _write(str(folder), 'tiny_to_tiny', root, runs, 'Table 2, tiny student, tiny teacher', 0.25,
+           teacher={'network': 'tiny', 'params': str(runs / 'teacher_tiny' / 'best.params')},
+           distill={'method': 'gan', 'gan': {'critic_width': 8}})
+    for name in ('teacher_tiny', 'tiny_to_tiny'):
+        path = folder / (name + '.yaml')
+        cfg = yaml.safe_load(path.read_text())
+        cfg['data'].update(coco['data'])
+        path.write_text(yaml.safe_dump(cfg))
+    _tool('--table', '2', '--experiments', str(folder), '--results', str(results))
+    with open(str(results / 'table2.csv')) as f:
+        rows = {r['name']: r for r in csv.DictReader(f)}
+    assert list(rows) == ['teacher_tiny', 'tiny_to_tiny']
+    result, _ = evaluate_params(str(runs / 'tiny_to_tiny' / 'best.params'), progress=False)
+    assert float(rows['tiny_to_tiny']['our_AP']) == pytest.approx(result['AP'], abs=1e-4)
+    assert float(rows['tiny_to_tiny']['paper_AP']) == 0.25
+    md = (results / 'table2.md').read_text()
+    assert 'COCO AP@[.5:.95]' in md and '| paper AP | our AP |' in md

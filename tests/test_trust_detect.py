@@ -7,10 +7,8 @@ The detector is built, not trained: every predictor weight zero, the background 
 everywhere and class 'b' 30 on one anchor, so exactly one detection of known box comes out;
 ``grow`` sets the box predictors' width/height offsets so that box extends past the image.
 """
-import importlib.util
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from PIL import Image
 import gluon_distill  # noqa: F401
 import mxnet as mx
 
-from conftest import REPO
+from conftest import tool
 from gluon_distill.models.io import model_spec, write_model_json
 from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
 
@@ -50,18 +48,6 @@ def known_detector(folder, grow=0.0):
     net.save_parameters(str(folder / 'm.params'))
     write_model_json(str(folder), model_spec(arch, CLASSES, [0.5] * 3, [0.25] * 3, {}))
     return folder / 'm.params'
-
-
-def tool(name):
-    """``main`` of ``tools/<name>.py``, imported in this process."""
-    tools = str(REPO / 'tools')
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    spec = importlib.util.spec_from_file_location('tool_' + name, os.path.join(tools,
-                                                                            name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def photo(path, width=128, height=96, seed=0):

@@ -4,11 +4,13 @@
     python tools/reproduce.py --table 1 --dry-run          # commands + GPU-hour estimate
     python tools/reproduce.py --table 1 --ctx gpu:0,1
     python tools/reproduce.py --table 1 --methods gan fgfi --results results
+    python tools/reproduce.py --table 2 --dry-run          # COCO 2017 (experiments/coco)
 
 Runs are the configs of --experiments whose experiment.paper_table names the table: teachers,
 then baselines, then the distillations (--methods of gan, head_only, mimic, fgfi; default all).
 Finished runs (OUT/summary.json) are skipped, cut-off ones (OUT/last.ckpt) resumed. Writes
-RESULTS/table<N>.md, .csv (paper mAP, ours, difference) and .png (bar plot).
+RESULTS/table<N>.md, .csv (paper mAP, ours, difference; Table 2: COCO AP@[.5:.95]) and .png
+(bar plot).
 """
 import argparse
 import sys
@@ -24,8 +26,9 @@ def main(argv=None):
     parser.add_argument('--methods', nargs='+', default=None,
                         help='distillation methods to run: gan head_only mimic fgfi (default all)')
     parser.add_argument('--ctx', default=None, help='devices for every run, e.g. gpu:0,1 or cpu')
-    parser.add_argument('--experiments', default='experiments/voc',
-                        help='folder of the YAML configs (default experiments/voc)')
+    parser.add_argument('--experiments', default=None,
+                        help='folder of the YAML configs (default: the table\'s, '
+                             'experiments/voc for 1, experiments/coco for 2)')
     parser.add_argument('--results', default='results', help='folder of table<N>.md/.csv/.png')
     parser.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE',
                         help='override one config key in every run; repeatable')

@@ -34,9 +34,11 @@ def main(argv=None):
 
     def run():
         from gluon_distill.distill.run import train_distilled
+        from gluon_distill.engine.distributed import is_writer
         cfg = config_from_args(args)
         summary = train_distilled(cfg, argv=sys.argv)
-        print(summary['final_line'])
+        if is_writer():  # a distributed job: rank 0 alone reports
+            print(summary['final_line'])
     return run_tool(run)
 
 

@@ -27,11 +27,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def run():
+        from gluon_distill.engine.distributed import is_writer
         from gluon_distill.training import train_detector, describe_outputs
         cfg = config_from_args(args)
         summary = train_detector(cfg, argv=sys.argv)
-        print('outputs in {}'.format(summary['out']))
-        print(describe_outputs(summary, ['best.params', 'last.params']))
+        if is_writer():  # a distributed job: rank 0 alone reports
+            print('outputs in {}'.format(summary['out']))
+            print(describe_outputs(summary, ['best.params', 'last.params']))
     return run_tool(run)
 
 

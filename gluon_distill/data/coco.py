@@ -38,7 +38,7 @@ from .image_checks import checked_image_size
 from .records import Record
 from .report import ON_BAD_IMAGE, ValidationReport
 from .splits import SEEDED_SPLITS, seeded_split
-from .voc import _normalized_classes
+from .voc import normalized_classes
 from .voc_xml import normalize_class_name
 
 # GluonCV's COCO root and its splits
@@ -162,7 +162,7 @@ def coco_categories(data, path, report, classes=None, category_ids=None):
             return None, None
         ids = [int(c) for c in category_ids]
         if classes is not None:
-            classes = _normalized_classes(classes)
+            classes = normalized_classes(classes)
             wrong = ['{} is {!r} here, {!r} in the model'.format(c, by_id[c], n)
                      for c, n in zip(ids, classes) if by_id[c] != n]
             if len(classes) != len(ids) or wrong:
@@ -172,7 +172,7 @@ def coco_categories(data, path, report, classes=None, category_ids=None):
                 return None, None
         return [by_id[c] for c in ids], ids
     if classes is not None:
-        classes = _normalized_classes(classes)
+        classes = normalized_classes(classes)
         unknown = [n for n in classes if n not in names]
         if unknown:
             report.add('unknown_class', 'fatal', path, 'class(es) {} are not categories of this '

@@ -46,6 +46,23 @@ class EpochSampler(gluon.data.Sampler):
         return self._length
 
 
+def train_batch_sampler(length, batch_size, seed=0, shuffle=True):
+    """``(sampler, batch_sampler)`` of a training loader whose global batch is
+    ``batch_size``: the :class:`EpochSampler` in batches of ``batch_size``, or in a
+    distributed job (:func:`~gluon_distill.engine.distributed.world`) this worker's
+    :class:`~gluon_distill.engine.distributed.ShardSampler` in local batches of ``batch_size //
+    workers`` (every image once per epoch over all workers, the same per-sample augmentation
+    seeds as one process). Incomplete last batches are dropped. ``sampler.set_epoch(e)``
+    before each epoch. Every family's training loader should draw its batches from here."""
+    from ..engine import distributed as D
+    rank, world = D.world()
+    if world == 1:
+        sampler = EpochSampler(length, seed, shuffle)
+        return sampler, gluon.data.BatchSampler(sampler, batch_size, 'discard')
+    sampler = D.ShardSampler(length, rank, world, batch_size, seed, shuffle)
+    return sampler, gluon.data.BatchSampler(sampler, batch_size // world, 'discard')
+
+
 class SeededTransformDataset(gluon.data.Dataset):
     """Applies ``transform(img, label)`` to ``dataset[index]`` with per-sample seeding."""
 
@@ -143,7 +160,9 @@ class TrainLoader:
     workers (this class's default). Same augmentation policy; ``bench/loader.py`` compares
     them. ``prepare(batch)`` gives per-device ``images (B, 3, S, S)``, ``cls_targets (B, N)``
     (0 = background), ``box_targets (B, N, 4)``. Incomplete last batches are dropped so every
-    device gets an equal shard every step.
+    device gets an equal shard every step. ``batch_size`` is the global batch: in a
+    distributed job each worker reads its shard in batches of ``batch_size // workers``
+    (:func:`train_batch_sampler`).
     """
 
     def __init__(self, dataset, data_shape, anchors, batch_size, mean, std, ctx_list=None,
@@ -174,8 +193,7 @@ class TrainLoader:
                                                  mean=tuple(mean), std=tuple(std))
             batchify = Tuple(Stack(), Stack(), Stack())
             self.prepare = DevicePrepare(ctx_list)
-        self.sampler = EpochSampler(len(dataset), seed)
-        batch_sampler = gluon.data.BatchSampler(self.sampler, batch_size, 'discard')
+        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
         self.loader = gluon.data.DataLoader(
             SeededTransformDataset(source, transform, seed), batch_sampler=batch_sampler,
             batchify_fn=batchify, num_workers=num_workers)
@@ -189,7 +207,9 @@ class TrainLoader:
         return len(self.loader)
 
 
-class _IndexedValDataset(gluon.data.Dataset):
+class IndexedValDataset(gluon.data.Dataset):
+    """``(transformed image, index)`` per image of a detection dataset (validation order)."""
+
     def __init__(self, dataset, transform):
         self._dataset = dataset
         self._transform = transform
@@ -207,7 +227,7 @@ def val_loader(dataset, data_shape, batch_size, mean, std, num_workers=0):
     """Batches of ``(images (B, 3, S, S), indices (B,))`` in dataset order, all images kept;
     the records of ``dataset`` give sizes and ground truth."""
     transform = SSDDefaultValTransform(data_shape, data_shape, mean=tuple(mean), std=tuple(std))
-    return gluon.data.DataLoader(_IndexedValDataset(dataset, transform), batch_size,
+    return gluon.data.DataLoader(IndexedValDataset(dataset, transform), batch_size,
                                  shuffle=False, last_batch='keep',
                                  batchify_fn=Tuple(Stack(), Stack()), num_workers=num_workers)
 

@@ -40,7 +40,7 @@ from .voc_xml import IMAGE_EXTENSIONS, normalize_class_name, parse_voc_annotatio
 
 __all__ = ['DatasetError', 'DetectionDataset', 'IMAGE_EXTENSIONS', 'ON_BAD_IMAGE', 'Problem',
            'SEEDED_SPLITS', 'SEVERITIES', 'VOC_CLASSES', 'ValidationReport', 'discover_classes',
-           'is_gluoncv_layout', 'load_voc_records', 'normalize_class_name',
+           'is_gluoncv_layout', 'load_voc_records', 'normalize_class_name', 'normalized_classes',
            'parse_voc_annotation', 'read_split_file', 'seeded_split']
 
 VOC_CLASSES = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
@@ -109,7 +109,7 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
         report.notes.append('classes discovered from annotations ({}): {}'.format(
             len(classes), ', '.join(classes)))
     else:
-        classes = _normalized_classes(classes)
+        classes = normalized_classes(classes)
     if progress:
         from tqdm import tqdm
         items = tqdm(items, desc='checking {}'.format(os.path.basename(root) or root), unit='img')
@@ -145,7 +145,7 @@ def _check_dataset_level(root, split, records, num_items, report):
                        split, num_items, ', every image skipped' if num_items else ''))
 
 
-def _normalized_classes(classes):
+def normalized_classes(classes):
     """Stripped lower-case class names; raises ValueError on duplicates or empty names."""
     names = [normalize_class_name(str(c)) for c in classes]
     duplicates = sorted(n for n, c in Counter(names).items() if c > 1)

@@ -62,7 +62,8 @@ def load_teacher(tcfg, model_cfg, classes, ctx):
     arch = resolve_arch(tcfg.network, model_cfg.data_shape)
     net = build_ssd(arch, classes)
     initialize(net, ctx)
-    path = tcfg.params or _zoo_detector_file(arch)
+    path = tcfg.params or _zoo_detector_file(arch, 'coco' if tcfg.network.endswith('_coco')
+                                             else 'voc')
     try:
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError) as e:
@@ -71,8 +72,8 @@ def load_teacher(tcfg, model_cfg, classes, ctx):
     return Teacher(net, arch, list(classes), list(model_cfg.mean), list(model_cfg.std), path)
 
 
-def _zoo_detector_file(arch):
-    name = 'ssd_{}_{}_voc'.format(arch.data_shape, arch.network)
+def _zoo_detector_file(arch, dataset='voc'):
+    name = 'ssd_{}_{}_{}'.format(arch.data_shape, arch.network, dataset)
     try:
         from gluoncv.model_zoo.model_store import get_model_file
         return get_model_file(name)

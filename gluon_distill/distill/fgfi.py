@@ -26,6 +26,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
+from ..engine.distributed import worker_mean_value
 from ..families.ssd import SSDFamily, TargetGroundTruth
 from .step import Distiller
 
@@ -151,15 +152,25 @@ class FGFIDistiller(Distiller):
 
     def begin(self, batch, ctx_list):
         # the loader's CPU arrays, ready before the step: no wait on any device
-        masks = self.masks(self.ground_truth(batch))
-        self._points = float(sum(m.sum() for m in masks))
-        self._masks = [gluon.utils.split_and_load(mx.nd.array(m), ctx_list, batch_axis=0,
+        self._host = self.masks(self.ground_truth(batch))
+        self._ctx_list = list(ctx_list)
+        self._masks = None
+
+    def _load_masks(self, maps):
+        """The batch's masks on the devices, cropped to the paired maps' spatial size: a
+        family whose input size varies (Faster R-CNN) gives the anchors of its largest map,
+        whose top-left crop is any smaller map's; a fixed-size family (SSD) crops nothing."""
+        masks = [m[:, :, :x.shape[2], :x.shape[3]] for m, x in zip(self._host, maps)]
+        self._points = worker_mean_value(float(sum(m.sum() for m in masks)), 'fgfi_points')
+        self._masks = [gluon.utils.split_and_load(mx.nd.array(m), self._ctx_list, batch_axis=0,
                                                   even_split=False) for m in masks]
 
     def loss(self, index, teacher_maps, student_maps, batch_total):
+        student, teacher = self.select(student_maps, teacher_maps)
+        if self._masks is None:
+            self._load_masks(teacher)
         if self._points == 0:
             return None
-        student, teacher = self.select(student_maps, teacher_maps)
         adapted = self.adapt(*student)
         terms = [mx.nd.broadcast_mul(self._masks[k][index], mx.nd.square(t - s)).sum()
                  for k, (s, t) in enumerate(zip(adapted, teacher))]

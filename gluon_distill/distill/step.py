@@ -13,6 +13,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 from ..data.loader import DevicePrepare
+from ..engine.steps import worker_mean_host  # the sync (averaged over distributed workers)
 from ..families.base import as_device_batch
 from ..families.ssd import SSDFeatureForward, SSDLoss
 
@@ -263,7 +264,7 @@ class DistillStep:
             to_host.append(mx.nd.add_n(*[p.as_in_context(ctx0) for p in parts]).reshape((1,)))
         for _, value in self._pending:
             to_host.append(value.reshape((1,)))
-        host = mx.nd.concat(*[a.reshape((-1,)) for a in to_host], dim=0).asnumpy()  # the sync
+        host = worker_mean_host(mx.nd.concat(*[a.reshape((-1,)) for a in to_host], dim=0))
 
         values = {}
         aux_ok = True

@@ -22,6 +22,7 @@ saved different statistics. Waiting once per epoch costs nothing measurable.
 """
 import mxnet as mx
 
+from . import distributed as D
 from .loop import HookBase
 
 
@@ -48,7 +49,9 @@ def average_device_copies(block):
 class SyncDeviceStatistics(HookBase):
     """Epoch-end averaging of non-trainable parameters over devices (see module docstring).
 
-    Must come before the validation and checkpoint hooks. ``blocks`` is a callable returning
+    In a distributed job the statistics are then averaged over the workers too
+(:func:`~gluon_distill.engine.distributed.average_worker_statistics`). Must come before the
+validation and checkpoint hooks. ``blocks`` is a callable returning
     name -> Block (a step's ``blocks``), so every group a checkpoint holds is synchronised.
     """
 
@@ -59,3 +62,4 @@ class SyncDeviceStatistics(HookBase):
         mx.nd.waitall()
         for block in self.blocks().values():
             average_device_copies(block)
+            D.average_worker_statistics(block)

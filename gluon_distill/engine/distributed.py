@@ -42,9 +42,11 @@ DIST_KVSTORES = ('dist_sync', 'dist_device_sync')
 
 # Integer key ranges on the servers (ps-lite refuses mixing string and integer keys).
 _VIEW_SPAN = 1 << 20          # keys per Trainer view
-_GROUP_VIEWS = 1000           # view indices of allreduce's groups, after the trainers'
+_GROUP_BASE = 1 << 29         # allreduce's groups, after the trainers' views (at most 511)
+_GROUP_SPAN = 1 << 10         # arrays per allreduce group
 _GATHER_KEY = 1 << 30         # all_gather_object: sizes, then payload chunks
 _GATHER_CHUNK = 1 << 20       # float32 values per payload round (4 MB)
+_GROUP_VIEWS = _GROUP_BASE // _VIEW_SPAN
 
 _state = {'kv': None, 'views': 0, 'groups': {}, 'gather_init': False, 'hvd': None}
 
@@ -92,17 +94,18 @@ class KVStoreView(KVStoreBase):
     ``Trainer`` uses (it numbers its parameters from 0). No server-side optimizer, so the
     Trainer sums gradients through it and updates locally (``update_on_kvstore=False``)."""
 
-    def __init__(self, kv, offset):
+    def __init__(self, kv, offset, span=_VIEW_SPAN):
         self._kv = kv
         self._offset = int(offset)
+        self._span = int(span)
 
     def _key(self, key):
         if isinstance(key, (list, tuple)):
             return [self._key(k) for k in key]
         if not isinstance(key, (int, np.integer)):
             raise TypeError('KVStoreView keys are integers, got {!r}'.format(key))
-        if not 0 <= key < _VIEW_SPAN:
-            raise ValueError('KVStoreView key {} outside [0, {})'.format(key, _VIEW_SPAN))
+        if not 0 <= key < self._span:
+            raise ValueError('KVStoreView key {} outside [0, {})'.format(key, self._span))
         return self._offset + int(key)
 
     def init(self, key, value):
@@ -150,6 +153,74 @@ class KVStoreView(KVStoreBase):
     @property
     def num_workers(self):
         return self._kv.num_workers
+
+
+def setup(kvstore_name='device', horovod=False):
+    """Join the distributed job a training run's config asks for (``train.kvstore``
+    ``dist_sync``/``dist_device_sync``, or ``train.horovod``) and return ``(rank,
+    num_workers)``; ``(0, 1)`` for any other KVStore name."""
+    if horovod:
+        if is_dist_kvstore(kvstore_name):
+            raise DistributedError('--horovod and train.kvstore {}: choose one (Horovod uses '
+                                   'no KVStore)'.format(kvstore_name))
+        use_horovod()
+    elif is_dist_kvstore(kvstore_name):
+        kvstore(kvstore_name)
+    return world()
+
+
+def is_distributed():
+    """True in a worker of a distributed job (KVStore or Horovod), even a one-worker one."""
+    return _state['kv'] is not None or _state['hvd'] is not None
+
+
+class _WorkerTrainer(gluon.Trainer):
+    """A Trainer on a :class:`KVStoreView`, updating on the worker. With ``stale_updates``
+    every parameter is updated at every step, also one whose gradient this step did not
+    compute (then with the summed old gradient buffers): what a one-process multi-device
+    Trainer that updates on its KVStore (``update_on_kvstore`` not False, the default) does,
+    e.g. to FGFI's adaptation layers during its warm-up."""
+
+    def __init__(self, *args, stale_updates=False, **kwargs):
+        super(_WorkerTrainer, self).__init__(*args, **kwargs)
+        self._stale_updates = stale_updates
+
+    def _allreduce_grads(self):
+        super(_WorkerTrainer, self)._allreduce_grads()
+        if self._stale_updates:
+            for param in self._params:
+                if param.grad_req != 'null':
+                    for data in param.list_data():
+                        data._fresh_grad = True
+
+
+def distributed_trainer(params, optimizer, optimizer_params, update_on_kvstore=None):
+    """The Gluon Trainer of a worker of a distributed job: gradients **averaged** over
+    workers (a Horovod ``DistributedTrainer``, or a Trainer on a fresh :func:`trainer_kvstore`
+    view with its gradient scale divided by the number of workers, which is what Horovod does
+    too), the update applied on every worker. ``update_on_kvstore``: what the one-process
+    Trainer would be given (not False: stale parameters are updated as its KVStore would).
+
+    Every worker must create its trainers in the same order.
+    """
+    if _state['hvd'] is not None:
+        hvd = _state['hvd']
+        return hvd.DistributedTrainer(params, optimizer, optimizer_params)
+    kv = _state['kv']
+    trainer = _WorkerTrainer(params, optimizer, optimizer_params,
+                             kvstore=trainer_kvstore(kv.type), update_on_kvstore=False,
+                             stale_updates=update_on_kvstore is not False)
+    trainer._scale /= kv.num_workers  # the servers sum: average like Horovod
+    return trainer
+
+
+def broadcast_trainer_parameters(trainers):
+    """Under Horovod, rank 0's values of every parameter of ``trainers`` on every worker
+    (a KVStore trainer takes them from the servers when it initialises)."""
+    if _state['hvd'] is None:
+        return
+    for trainer in trainers:
+        _state['hvd'].broadcast_parameters({p.name: p for p in trainer._params}, root_rank=0)
 
 
 def trainer_kvstore(name='dist_sync'):
@@ -376,25 +447,60 @@ def allreduce(arrays, average=False, group='default'):
     if _state['hvd'] is not None:
         hvd = _state['hvd']
         for i, a in enumerate(arrays):
-            hvd.allreduce_(a, average=average, name='gluon_distill.{}.{}'.format(group, i))
+            hvd.allreduce_(a, average=average, name='gluon_distill.{}.{}.{}'.format(
+                group, i, 'x'.join(str(d) for d in a.shape)))
         return arrays
     kv = _state['kv']
     if kv is None or kv.num_workers == 1:
         return arrays
+    # one set of keys per group and shapes: a group whose arrays change size (the logged
+    # values of a step whose distillers switch on) gets keys per size
+    name = (group,) + tuple(tuple(a.shape) for a in arrays)
     groups = _state['groups']
-    if group not in groups:
-        view = KVStoreView(kv, (_GROUP_VIEWS + len(groups)) * _VIEW_SPAN)
-        view.initialised = 0
-        groups[group] = view
-    view = groups[group]
-    for i, a in enumerate(arrays):
-        if i >= view.initialised:
+    if name not in groups:
+        if _GROUP_BASE + (len(groups) + 1) * _GROUP_SPAN > _GATHER_KEY:
+            raise DistributedError('too many allreduce groups')
+        if len(arrays) > _GROUP_SPAN:
+            raise DistributedError('allreduce group {!r}: more than {} arrays'.format(
+                group, _GROUP_SPAN))
+        view = KVStoreView(kv, _GROUP_BASE + len(groups) * _GROUP_SPAN, _GROUP_SPAN)
+        for i, a in enumerate(arrays):
             view.init(i, mx.nd.zeros(a.shape, dtype=a.dtype))
-            view.initialised = i + 1
+        groups[name] = view
+    view = groups[name]
+    for i, a in enumerate(arrays):
         view.pushpull(i, a, out=a)
         if average:
             a /= kv.num_workers
     return arrays
+
+
+def worker_mean(array, group):
+    """``array`` (an NDArray) set to its mean over workers, in place, and returned; unchanged
+    outside a distributed run. No host wait (the exchange is queued like any operator).
+
+    The hook a detector family's loss calls for every batch-wide count it normalises by (SSD:
+    the number of positives): the trainers *average* gradients over workers, so each worker
+    normalises its loss as if its batch were the whole batch, by the mean count per worker.
+    ``group`` names the call site (its keys on the servers)."""
+    allreduce([array], average=True, group=group)
+    return array
+
+
+def worker_mean_value(value, group):
+    """A host float's mean over workers (waits for every worker); ``value`` outside a
+    distributed run."""
+    if world()[1] == 1:
+        return value
+    arr = mx.nd.array([value], dtype='float32')
+    allreduce([arr], average=True, group=group)
+    return float(arr.asnumpy()[0])
+
+
+def barrier():
+    """Wait until every worker reaches this call."""
+    if world()[1] > 1:
+        all_gather_object(None)
 
 
 def average_worker_statistics(block):
@@ -415,29 +521,28 @@ def average_worker_statistics(block):
     return len(params)
 
 
-def evaluate_sharded(net, dataset, data_shape, mean, std, ctx_list, classes, batch_size=16,
-                     num_workers=0, iou_thresh=0.5):
-    """VOC07 mAP of ``net`` on ``dataset`` with each worker predicting its
-    :func:`val_shard`; the predictions are gathered and scored in dataset order on every
-    worker, so the result equals one process's
-    :func:`~gluon_distill.evaluation.inference.evaluate_detector` on the whole set.
-    Returns ``(result, evaluator)`` like it."""
+def evaluate_sharded(family, net, dataset, inputs, ctx, eval_cfg, classes, evaluator=None,
+                     num_workers=0):
+    """:meth:`DetectorFamily.evaluate <gluon_distill.families.base.DetectorFamily.evaluate>`
+    with each worker predicting its :func:`val_shard` of ``dataset``: the predictions are
+    gathered and fed to ``evaluator`` (default VOC07 at ``eval_cfg.iou_thresh``) in dataset
+    order on every worker, so every worker gets the result one process gets on the whole
+    set. Returns ``(result, evaluator)``."""
     from ..data.voc import DetectionDataset
-    from ..evaluation.inference import predict
     from ..evaluation.voc07 import VOC07Evaluator
 
     rank, size = world()
     shard = val_shard(len(dataset), rank, size)
     subset = DetectionDataset([dataset.record(int(i)) for i in shard], classes)
     mine = [(int(shard[j]), boxes, labels, scores) for j, (_, boxes, labels, scores) in
-            enumerate(predict(net, subset, data_shape, mean, std, ctx_list, batch_size,
-                              num_workers))]
+            enumerate(family.predictions(net, subset, inputs, ctx, eval_cfg, num_workers))]
     predictions = sorted((p for part in all_gather_object(mine) for p in part),
                          key=lambda p: p[0])
     if [p[0] for p in predictions] != list(range(len(dataset))):
         raise DistributedError('validation gather: got {} predictions for {} images'.format(
             len(predictions), len(dataset)))
-    evaluator = VOC07Evaluator(classes, iou_thresh=iou_thresh)
+    evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=eval_cfg.iou_thresh)
+    evaluator.reset()
     for index, boxes, labels, scores in predictions:
         record = dataset.record(index)
         evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],

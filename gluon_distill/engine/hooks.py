@@ -9,6 +9,7 @@ import time
 from tqdm import tqdm
 
 from ..io_utils import atomic_write_json
+from . import distributed as D
 from .checkpoint import save_checkpoint, save_params, write_error
 from .loop import HookBase
 
@@ -43,8 +44,12 @@ class _LogFileHandler(logging.FileHandler):
             super().emit(record)
 
 
-def setup_logging(out_dir=None, level=logging.INFO):
-    """The package logger, to the console and (when given) ``out_dir/train.log``."""
+def setup_logging(out_dir=None, level=logging.INFO, console_level=None, prefix=''):
+    """The package logger, to the console and (when given) ``out_dir/train.log``.
+
+    ``console_level`` (default ``level``) and ``prefix`` (put before each console message)
+    quieten the console of the workers of a distributed job that do not write the run's log.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     for handler in list(logger.handlers):
@@ -52,7 +57,9 @@ def setup_logging(out_dir=None, level=logging.INFO):
         handler.close()
     fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S')
     console = _TqdmHandler()
-    console.setFormatter(fmt)
+    console.setLevel(console_level or level)
+    console.setFormatter(logging.Formatter('%(asctime)s %(levelname)s ' + prefix.replace(
+        '%', '%%') + '%(message)s', '%Y-%m-%d %H:%M:%S') if prefix else fmt)
     logger.addHandler(console)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -69,12 +76,15 @@ class TrainingDiverged(RuntimeError):
 
 class JsonlWriter:
     """Appends one JSON object per line to ``path`` (metrics.jsonl). A line that cannot be
-    written whole (full disk) is taken back and raises :class:`~.checkpoint.WriteError`."""
+    written whole (full disk) is taken back and raises :class:`~.checkpoint.WriteError`.
+    With ``path`` None nothing is written (the workers of a distributed job but rank 0)."""
 
     def __init__(self, path):
         self.path = path
 
     def write(self, record):
+        if self.path is None:
+            return
         line = json.dumps(record, allow_nan=False, default=_json_default) + '\n'
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         try:
@@ -190,6 +200,7 @@ class MetricsLogger(HookBase):
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.progress = progress
         self.bar = None
+        self.workers = D.world()[1]
         self._reset_window()
 
     def _reset_window(self):
@@ -208,7 +219,8 @@ class MetricsLogger(HookBase):
     def after_step(self):
         out = self.loop.outputs
         self.count += 1
-        self.samples += out.get('batch_size', 0)
+        # every worker of a distributed job runs a step on its own share of the global batch
+        self.samples += out.get('batch_size', 0) * self.workers
         self.data_time += self.loop.data_time
         for key, value in out.items():
             if isinstance(value, float) and math.isfinite(value):
@@ -285,11 +297,13 @@ class CheckpointHook(HookBase):
     (its epoch and mAP). All written atomically.
 
     ``best`` / ``best_epoch`` and ``last_epoch`` / ``last_mAP`` say which epoch each ``.params``
-    file holds and its validation mAP.
+    file holds and its validation mAP. With ``write=False`` (the workers of a distributed job
+    but rank 0) nothing is written, the record is kept.
     """
 
-    def __init__(self, out_dir, step, meta=None, best=-1.0, logger=None):
+    def __init__(self, out_dir, step, meta=None, best=-1.0, logger=None, write=True):
         self.out_dir = out_dir
+        self.write = write
         self.step = step
         self.meta = dict(meta or {})
         self.best = best
@@ -320,6 +334,11 @@ class CheckpointHook(HookBase):
         best, best_epoch = (metric, loop.epoch) if improved else (self.best, self.best_epoch)
         meta = dict(self.meta, epoch=loop.epoch, iteration=loop.iteration, best_mAP=best,
                     best_epoch=best_epoch, last_mAP=_finite_or_none(metric))
+        if not self.write:  # a distributed job's workers but rank 0 keep the record only
+            self.last_epoch, self.last_mAP = loop.epoch, _finite_or_none(metric)
+            if improved:
+                self.best, self.best_epoch = best, best_epoch
+            return
         save_checkpoint(self.last_path, self.step.blocks(), self.step.trainers(), meta,
                         previous=self.prev_path)
         save_params(os.path.join(self.out_dir, 'last.params'), self.step.detector)

@@ -9,11 +9,18 @@ iteration once; here the per-device counts are summed on the first device, copie
 each device and divided there, so a training step's only synchronisation is the one that
 reads its logged values (and decides the non-finite guard).
 
+In a distributed job (the trainers average gradients over workers) the count is the mean
+over workers of each worker's batch-wide count
+(:func:`~gluon_distill.engine.distributed.worker_mean`): the gradient is then the one a
+single process gets on the global batch.
+
 With no positive in the batch GluonCV returns zero losses; so does this (no positives means
 no hard negatives, and the ``max(1, .)`` normaliser keeps it finite).
 """
 import mxnet as mx
 from mxnet.gluon import HybridBlock
+
+from . import distributed as D
 
 
 class _DeviceMultiBoxLoss(HybridBlock):
@@ -66,6 +73,8 @@ class MultiBoxLoss:
         counts = [(ct > 0).sum().reshape((1,)) for ct in cls_targets]
         total = mx.nd.add_n(*[c.as_in_context(ctx0) for c in counts]) if len(counts) > 1 \
             else counts[0]
+        # a distributed job averages gradients over workers: normalise by the mean count
+        total = D.worker_mean(total, 'num_positives')
         sums, clss, boxes = [], [], []
         for cp, bp, ct, bt in zip(cls_preds, box_preds, cls_targets, box_targets):
             s, c, b = self.block(cp, bp, ct, bt, total.as_in_context(ct.context))

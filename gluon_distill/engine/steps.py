@@ -4,6 +4,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 from ..data.loader import DevicePrepare
+from . import distributed as D
 from ..families.base import as_device_batch
 
 
@@ -11,7 +12,10 @@ def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstor
                  beta1=0.9, update_on_kvstore=None):
     """A Gluon Trainer for ``params`` with the recipe's optimizer settings.
 
-    ``kvstore`` is a name (``device``, ``local``, ``dist_sync``...) or a KVStore object.
+    ``kvstore`` is a name (``device``, ``local``...) or a KVStore object. In a process of a
+    distributed job (:func:`~gluon_distill.engine.distributed.setup`) every trainer
+    averages its gradients over the workers whatever ``kvstore`` says
+    (:func:`~gluon_distill.engine.distributed.distributed_trainer`).
     """
     if optimizer == 'sgd':
         opt_args = {'learning_rate': lr, 'wd': wd, 'momentum': momentum}
@@ -19,6 +23,8 @@ def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstor
         opt_args = {'learning_rate': lr, 'wd': wd, 'beta1': beta1}
     else:
         raise ValueError('train.optimizer: expected sgd or adam, got {!r}'.format(optimizer))
+    if D.is_distributed():
+        return D.distributed_trainer(params, optimizer, opt_args, update_on_kvstore)
     return gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore,
                          update_on_kvstore=update_on_kvstore)
 
@@ -33,19 +39,29 @@ def prepare_trainers(trainers):
     measured, two identical seeded runs on two devices then kept different statistics. Done
     here, before any forward pass, it only copies values that are identical anyway.
     """
+    trainers = list(trainers)
     for trainer in trainers:
         if not trainer._kv_initialized:
             trainer._init_kvstore()
         if trainer._params_to_init:
             trainer._init_params()
+    D.broadcast_trainer_parameters(trainers)
     mx.nd.waitall()
 
 
 def host_values(arrays):
-    """Sum each list of per-device arrays and bring all sums to the host in one transfer."""
+    """Sum each list of per-device arrays and bring all sums to the host in one transfer
+    (in a distributed job: their means over workers, the values one process would get)."""
     ctx = arrays[0][0].context
     sums = [mx.nd.add_n(*[a.sum().as_in_context(ctx) for a in group]) for group in arrays]
-    return mx.nd.stack(*sums).asnumpy()
+    return worker_mean_host(mx.nd.stack(*sums))
+
+
+def worker_mean_host(values):
+    """A step's logged values (one NDArray) on the host, averaged over the workers of a
+    distributed job: every worker then logs the same numbers and takes the same non-finite
+    decision (a worker skipping an update the others make would wait for them forever)."""
+    return D.worker_mean(values, 'step_values').asnumpy()
 
 
 class DetectionStep:

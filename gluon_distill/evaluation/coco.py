@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from ..config import CHOICES, ConfigError
 from ..io_utils import atomic_write_json
 
 # names and ``COCOeval.stats`` indices of the summary numbers
@@ -202,6 +203,57 @@ class COCOEvaluator:
             p = p[p > -1]
             out['AP_per_class'][name] = float(np.mean(p)) if p.size else float('nan')
         return out
+
+
+class COCOValidationEvaluator(COCOEvaluator):
+    """:class:`COCOEvaluator` for per-epoch validation (``eval.metric: coco``): the result's
+    ``mAP``, the number the training loop logs and picks ``best.params`` by, is COCO
+    AP@[.5:.95], and ``AP`` the per-class AP@[.5:.95]; the other summary numbers (``AP50``,
+    ``AP75``, ``APs``, ``APm``, ``APl``) are kept, and ``metric`` is ``'coco'``."""
+
+    def evaluate(self):
+        result = super().evaluate()
+        out = dict(result, metric='coco', mAP=result['AP'], AP=result['AP_per_class'])
+        out.pop('AP_per_class')
+        return out
+
+
+VALIDATION_METRICS = CHOICES['eval.metric']
+
+
+def validation_metric(eval_cfg, data_cfg, root=None):
+    """``'voc07'`` or ``'coco'``: what per-epoch validation scores (``eval.metric``).
+
+    ``auto`` (the default) is ``coco`` on COCO-format data
+    (:func:`~gluon_distill.data.coco.is_coco_data`) and ``voc07`` otherwise. ``coco`` on VOC
+    data raises :class:`~gluon_distill.config.ConfigError` (convert it with ``tools/convert.py``).
+    """
+    from ..data.coco import is_coco_data
+    metric = getattr(eval_cfg, 'metric', 'auto') or 'auto'
+    if metric not in VALIDATION_METRICS:
+        raise ConfigError('eval.metric: expected one of {}, got {!r}'.format(
+            ', '.join(VALIDATION_METRICS), metric))
+    coco = is_coco_data(data_cfg, root)
+    if metric == 'auto':
+        return 'coco' if coco else 'voc07'
+    if metric == 'coco' and not coco:
+        raise ConfigError('eval.metric=coco needs COCO-format data (data.format=coco, '
+                         'data.annotations, or a COCO root); this run reads VOC data {}: use '
+                         'eval.metric=voc07, or convert it with tools/convert.py'.format(
+                             getattr(data_cfg, 'root', '')))
+    return metric
+
+
+def validation_evaluator(eval_cfg, data_cfg, root, category_ids, classes):
+    """The evaluator of per-epoch validation: None (the family's default, VOC07 at
+    ``eval.iou_thresh``) or a :class:`COCOValidationEvaluator` on the validation split's
+    JSON (``data.val_split`` of ``data_cfg``, see
+    :func:`~gluon_distill.data.coco.coco_split_source`)."""
+    if validation_metric(eval_cfg, data_cfg, root) == 'voc07':
+        return None
+    from ..data.coco import coco_split_source
+    json_path = coco_split_source(data_cfg, root, data_cfg.val_split)[0]
+    return COCOValidationEvaluator(json_path, category_ids, classes)
 
 
 def format_coco_table(result, classes):

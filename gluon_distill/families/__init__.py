@@ -1,13 +1,15 @@
 """Detector families (see :mod:`.base`): one object per family, chosen by ``model.family``."""
 from .base import DetectorFamily, DeviceBatch, as_device_batch  # noqa: F401 (the seam's API)
 from .ssd import SSDFamily
+from .faster_rcnn import FasterRCNNFamily
 
 FAMILIES = {
     'ssd': SSDFamily(),
+    'faster_rcnn': FasterRCNNFamily(),
 }
 
 #: ``model.json`` kinds -> the family that builds and evaluates them
-KINDS = {'ssd': 'ssd', 'distilled_ssd': 'ssd'}
+KINDS = {'ssd': 'ssd', 'distilled_ssd': 'ssd', 'faster_rcnn': 'faster_rcnn'}
 
 
 def get_family(name):

@@ -106,6 +106,9 @@ def read_model_json(params_path):
 def build_from_spec(spec, ctx=None):
     """An initialised network for a ``model.json`` spec (weights not loaded)."""
     kind = spec['kind']
+    if kind == 'faster_rcnn':
+        from .faster_rcnn import build_from_spec as build_faster_rcnn_from_spec
+        return build_faster_rcnn_from_spec(spec, ctx)
     if kind == 'ssd':
         net = build_ssd(arch_from_dict(spec['arch']), spec['classes'])
     else:

@@ -34,6 +34,10 @@ _ZOO = {
                             [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
     ('mobilenet1.0', 512): (['relu22_fwd', 'relu26_fwd'],
                             [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
+    # Not a GluonCV preset: the mobilenet1.0 preset on the ImageNet ``mobilenet0.75`` base
+    # (same layer names; 384 and 768 channels), Table 2's MobileNetV1-0.75 student.
+    ('mobilenet0.75', 512): (['relu22_fwd', 'relu26_fwd'],
+                             [512, 512, 256, 256], _RESNET_SIZES, _RATIOS_6, _STEPS_6),
     # Not a GluonCV preset (GluonCV has no MobileNetV2 SSD): built the same way from the
     # ImageNet ``mobilenetv2_1.0`` base (prefix ``mobilenetv20_``), with SSDLite's taps:
     #   stride 16: features_linearbottleneck13_relu60_relu6 -- the 1x1 expansion (+ReLU6) of
@@ -61,6 +65,14 @@ _ZOO = {
 }
 #: Network names that are not GluonCV ImageNet model names -> the base network they build on.
 _BASE_NETWORK = {'resnet101_v2_stages': 'resnet101_v2'}
+# GluonCV's ``*_coco`` presets that differ from the VOC ones only in their anchor sizes (the
+# others share the VOC sizes): a ``ssd_<size>_<base>_coco`` name picks these, so that
+# GluonCV's COCO weights (ssd_512_resnet50_v1_coco: 30.6 AP, Table 2's teacher) keep the
+# anchors their box predictors were trained on.
+_COCO_SIZES = {
+    ('resnet50_v1', 512): [51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
+    ('vgg16_atrous', 300): [21, 45, 99, 153, 207, 261, 315],
+}
 _VGG_FEATURES = {'vgg16_atrous_300': vgg16_atrous_300, 'vgg16_atrous_512': vgg16_atrous_512}
 
 #: Anchor sizes of the demo network as fractions of the input side (SSD's s_min..s_max rule).
@@ -123,8 +135,9 @@ def base_network(network):
 def resolve_arch(network, data_shape, width=32, blocks=1):
     """The :class:`SSDArch` of a named network at a given input size.
 
-    Zoo names mirror GluonCV's SSD VOC presets (taps, extra layers, anchors), plus two that
-    GluonCV does not have:
+    Zoo names mirror GluonCV's SSD VOC presets (taps, extra layers, anchors); a full name
+    ending in ``_coco`` (``ssd_512_resnet50_v1_coco``) takes the anchor sizes of GluonCV's COCO
+    preset. Plus three that GluonCV does not have (``mobilenet0.75`` too, below):
 
     * ``mobilenetv2_1.0``: MobileNetV2 1.0 with SSDLite's taps (576 ch at stride 16, 1280 ch
       at stride 32), the extras and anchors of the other 512 presets.
@@ -153,6 +166,8 @@ def resolve_arch(network, data_shape, width=32, blocks=1):
     else:
         preset = min(presets, key=lambda s: abs(s - size))
     features, filters, sizes, ratios, steps = _ZOO[(base, preset)]
+    if match and match.group(3) == '_coco':
+        sizes = _COCO_SIZES.get((base, preset), sizes)
     scale = size / float(preset)
     return SSDArch(base, size, [round(s * scale, 4) for s in sizes], ratios,
                    [round(s * scale, 4) for s in steps], features=features, filters=filters)

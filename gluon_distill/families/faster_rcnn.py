@@ -1,0 +1,291 @@
+"""Faster R-CNN (GluonCV's ``FasterRCNN``, one C4 map): the two-stage family.
+
+Training follows GluonCV's ``scripts/detection/faster_rcnn/train_faster_rcnn.py``: images
+resized to a short side (``model.data_shape``, 600) within ``model.max_size`` (1000) and
+flipped, RPN targets made in the data workers (``FasterRCNNDefaultTrainTransform`` +
+``FasterRCNNTrainBatchify``), the loss of its ``ForwardBackwardTask``. Validation: one image
+per call at the test size, boxes back in the original pixels, the same VOC07 evaluator as SSD.
+
+Distillation pairs the student's C4 map with the teacher's (``features``: conv1..layer3, 1024
+channels for ResNet50 and ResNet101, so no adapter is needed between them).
+"""
+import os
+
+import numpy as np
+
+import mxnet as mx
+from mxnet import gluon
+from gluoncv.data.batchify import FasterRCNNTrainBatchify
+from gluoncv.data.transforms.presets.rcnn import (FasterRCNNDefaultTrainTransform,
+                                                  FasterRCNNDefaultValTransform)
+
+from ..data.loader import EpochSampler, IndexedValDataset, SeededTransformDataset
+from ..evaluation.inference import clip_boxes
+from ..models.io import load_detector, load_start_params, model_spec, read_model_json
+from ..models.ssd import ModelError
+from ..models.faster_rcnn import (RCNNLoss, RCNNTrainForward, TeacherMaps, build_faster_rcnn,
+                                  c4_shape, resolve_arch, rpn_anchors, arch_from_dict)
+from .base import DetectorFamily, DeviceBatch
+
+#: GluonCV's VOC recipe (train_faster_rcnn.py --dataset voc), what tools/train_rcnn.py starts
+#: from: 20 epochs, SGD lr 1e-3 x0.1 at epoch 14 (and 20), momentum 0.9, wd 5e-4, batch 1
+#: per device, no warm-up, short side 600 within 1000, RoIAlign, NMS 0.3
+RECIPE = {
+    'model.family': 'faster_rcnn', 'model.network': 'resnet50_v1b', 'model.data_shape': 600,
+    'model.max_size': 1000, 'model.roi_mode': 'align',
+    'train.epochs': 20, 'train.batch_size': 1, 'train.optimizer': 'sgd', 'train.lr': 0.001,
+    'train.momentum': 0.9, 'train.wd': 0.0005, 'train.lr_decay': 0.1,
+    'train.lr_steps': [14, 20], 'train.warmup_iters': 0, 'train.log_interval': 100,
+    'train.out': 'runs/faster_rcnn', 'eval.nms_thresh': 0.3, 'eval.nms_topk': 400,
+    'eval.post_nms': 100,
+}
+
+
+class _Unshard:
+    """GluonCV's batchify with one shard, as plain arrays: ``images (B, 3, H, W)`` (padded to
+    the batch's largest), ``labels (B, M, 6)`` (-1 padding), ``rpn_cls_targets (B, N)``,
+    ``rpn_box_targets``, ``rpn_box_masks (B, N, 4)``."""
+
+    def __init__(self, net):
+        self.batchify = FasterRCNNTrainBatchify(net, 1)
+
+    def __call__(self, data):
+        # one shard: images and labels come as arrays, the RPN targets as 1-tuples
+        return tuple(x if isinstance(x, mx.nd.NDArray) else x[0] for x in self.batchify(data))
+
+
+class RCNNTrainLoader:
+    """Training batches of a Faster R-CNN, seeded per sample as the SSD loaders are
+    (:class:`~gluon_distill.data.loader.EpochSampler`); incomplete last batches dropped.
+    ``prepare(batch)``: a :class:`DeviceBatch` with forward inputs ``(gt_box (B_d, M, 4),
+    gt_label (B_d, M, 1))`` and targets ``(rpn_cls_targets, rpn_box_targets, rpn_box_masks)``.
+    """
+
+    def __init__(self, dataset, net, batch_size, mean, std, ctx_list, seed=0, num_workers=0):
+        if len(dataset) < batch_size:
+            raise ValueError('the training set has {} images, fewer than one batch of {}'.format(
+                len(dataset), batch_size))
+        self.ctx_list = list(ctx_list)
+        transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net,
+                                                    mean=tuple(mean), std=tuple(std),
+                                                    ashape=net.ashape)
+        self.sampler = EpochSampler(len(dataset), seed)
+        batch_sampler = gluon.data.BatchSampler(self.sampler, batch_size, 'discard')
+        self.loader = gluon.data.DataLoader(
+            SeededTransformDataset(dataset, transform, seed), batch_sampler=batch_sampler,
+            batchify_fn=_Unshard(net), num_workers=num_workers)
+
+    def epoch(self, epoch):
+        self.sampler.set_epoch(epoch)
+        return iter(self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def prepare(self, batch):
+        images, labels, cls_t, box_t, mask = [
+            gluon.utils.split_and_load(x, self.ctx_list, batch_axis=0, even_split=False)
+            for x in batch]
+        gt_box = [y.slice_axis(axis=-1, begin=0, end=4) for y in labels]
+        gt_label = [y.slice_axis(axis=-1, begin=4, end=5) for y in labels]
+        return DeviceBatch(images, (gt_box, gt_label), (cls_t, box_t, mask))
+
+
+def batch_ground_truth(batch):
+    """Per image of a loader batch, its boxes ``(M, 4)`` in input pixels (padding dropped)."""
+    labels = batch[1].asnumpy()
+    return [y[y[:, 4] >= 0, :4] for y in labels]
+
+
+class _ValImages(IndexedValDataset):
+    """``(image, scale, index)``: the test transform also gives the resize factor."""
+
+    def __getitem__(self, index):
+        img, label = self._dataset[index]
+        img, _, scale = self._transform(img, label)
+        return img, np.float32(scale.asscalar()), np.int64(index)
+
+
+def predict_rcnn(net, dataset, short, max_size, mean, std, ctx, num_workers=0, progress=None):
+    """Yield ``(record, boxes, labels, scores)`` per image, one image per call at the test
+    size, boxes in the original image's 0-based pixels (clipped), padding removed."""
+    transform = FasterRCNNDefaultValTransform(short, max_size, mean=tuple(mean),
+                                              std=tuple(std))
+    loader = gluon.data.DataLoader(_ValImages(dataset, transform), 1, shuffle=False,
+                                   last_batch='keep', num_workers=num_workers)
+    for img, scale, index in loader:
+        x = img.as_in_context(ctx)
+        ids, scores, boxes = [o[0].asnumpy() for o in net(x)]
+        ids, scores = ids[:, 0], scores[:, 0]
+        keep = ids >= 0
+        record = dataset.record(int(index.asscalar()))
+        boxes = boxes[keep] * float(scale.asscalar())
+        yield (record, clip_boxes(boxes, record.width, record.height), ids[keep].astype(int),
+               scores[keep])
+        if progress is not None:
+            progress.update(1)
+
+
+class Teacher:
+    """A frozen Faster R-CNN teacher (``net``, ``arch``, ``classes``, ``mean``, ``std``,
+    ``source``)."""
+
+    def __init__(self, net, arch, classes, mean, std, source):
+        self.net, self.arch, self.classes = net, arch, list(classes)
+        self.mean, self.std, self.source = list(mean), list(std), source
+
+
+class StudentPlan:
+    """The student of a Faster R-CNN distillation: its own full network (``net``; its RPN and
+    RCNN heads initialised from the teacher's when ``head == 'teacher'``), the C4 pair,
+    and a 1x1 adapter for the distillers when the channels differ."""
+
+    def __init__(self, net, arch, head, sizes, critic_adapters, student_channels,
+                 teacher_channels):
+        self.net, self.arch, self.head = net, arch, head
+        self.pairs = [(0, 0)]
+        self.sizes = list(sizes)
+        self.critic_adapters = critic_adapters
+        self.student_channels = list(student_channels)
+        self.teacher_channels = list(teacher_channels)
+
+
+HEAD_PARTS = ('rpn', 'class_predictor', 'box_predictor')
+
+
+def copy_heads(source, target):
+    """Copy the RPN and the RCNN class and box predictors of ``source`` into ``target``
+    (``top_features``, the backbone's layer4, stays the student's)."""
+    for part in HEAD_PARTS:
+        src = sorted(getattr(source, part).collect_params().items())
+        dst = sorted(getattr(target, part).collect_params().items())
+        for (_, p_src), (_, p_dst) in zip(src, dst):
+            if p_src.shape != p_dst.shape:
+                raise ModelError(
+                    "distill.init_head_from_teacher: the teacher's {} parameter {} has shape "
+                    "{}, the student's {} expects {} (different channels); use --set "
+                    "distill.init_head_from_teacher=false".format(part, p_src.name, p_src.shape,
+                                                                   p_dst.name, p_dst.shape))
+            p_dst.set_data(p_src.data(p_src.list_ctx()[0]))
+
+
+def load_teacher(tcfg, ctx):
+    """The Faster R-CNN teacher of a ``teacher`` config section (its ``params`` with
+    ``model.json``), frozen."""
+    if not tcfg.params:
+        raise ModelError('no teacher: give --teacher-params FILE (a Faster R-CNN trained with '
+                         'tools/train_rcnn.py; GluonCV publishes no VOC07-only weights)')
+    if not os.path.exists(tcfg.params):
+        raise ModelError('teacher.params: no file at {}'.format(tcfg.params))
+    spec = read_model_json(tcfg.params)
+    if spec.get('kind') != 'faster_rcnn':
+        raise ModelError('teacher.params {}: a Faster R-CNN student needs a Faster R-CNN '
+                         'teacher, this is a {}'.format(tcfg.params, spec.get('kind')))
+    net, spec = load_detector(tcfg.params, ctx)
+    for p in net.collect_params().values():
+        p.grad_req = 'null'
+    return Teacher(net, arch_from_dict(spec['arch']), spec['classes'], spec['mean'],
+                   spec['std'], tcfg.params)
+
+
+class FasterRCNNFamily(DetectorFamily):
+    """GluonCV's Faster R-CNN: ``resnet50_v1b`` / ``resnet101_v1d`` (the zoo's VOC presets,
+    ``model.roi_mode`` pool or align) or ``tiny`` (4 stride-2 convolutions, RPN scaled for
+    128-256 px); variable input sizes; RPN targets in the loader's workers."""
+    name = 'faster_rcnn'
+    loss_names = RCNNLoss.names
+
+    def build(self, model_cfg, classes, ctx):
+        arch = resolve_arch(model_cfg)
+        net = build_faster_rcnn(arch, classes, model_cfg.pretrained_base, ctx)
+        if model_cfg.params:
+            load_start_params(net, model_cfg.params, ctx)
+        return net, arch
+
+    def spec(self, arch, classes, model_cfg, prov, extra=None):
+        extra = dict(extra or {})
+        extra['max_size'] = arch.max_size
+        return model_spec(arch, classes, model_cfg.mean, model_cfg.std, prov, 'faster_rcnn',
+                          extra)
+
+    def train_loader(self, dataset, net, cfg, ctx):
+        return RCNNTrainLoader(dataset, net, cfg.train.batch_size, cfg.model.mean,
+                               cfg.model.std, ctx, seed=cfg.train.seed,
+                               num_workers=cfg.data.num_workers)
+
+    def training_forward(self, net):
+        return RCNNTrainForward(net)
+
+    def feature_forward(self, net, adapters=None):
+        return RCNNTrainForward(net, adapters, with_features=True)
+
+    def loss(self):
+        return RCNNLoss()
+
+    def predictions(self, net, dataset, inputs, ctx, eval_cfg, num_workers=0, progress=None):
+        # set_nms drops any cached graph: the next call traces the inference branch
+        net.set_nms(eval_cfg.nms_thresh, eval_cfg.nms_topk, post_nms=eval_cfg.post_nms)
+        yield from predict_rcnn(net, dataset, inputs['data_shape'],
+                                inputs.get('max_size', net.max_size), inputs['mean'],
+                                inputs['std'], ctx[0], num_workers, progress)
+
+    def ground_truth_reader(self, net, data_shape, ctx):
+        return batch_ground_truth
+
+    def scale_anchors(self, net, data_shape, ctx):
+        """The RPN anchors of the largest C4 map a ``max_size`` square input gives; a batch's
+        map is its top-left crop (FGFI crops its masks to each batch's map)."""
+        side = int(np.ceil(net.max_size / 16.0)) + 1
+        return [rpn_anchors(net, side, ctx)]
+
+    # ---- distillation
+
+    def distillation_plan(self, cfg, classes, ctx):
+        m = cfg.model
+        teacher = load_teacher(cfg.teacher, ctx)
+        problems = []
+        if teacher.classes != list(classes):
+            problems.append('classes: teacher {} vs data {}'.format(teacher.classes, classes))
+        if (teacher.arch.data_shape, teacher.arch.max_size) != (m.data_shape, m.max_size):
+            problems.append('input size: teacher {}/{} px vs student {}/{} px (short side / '
+                            'max size)'.format(teacher.arch.data_shape, teacher.arch.max_size,
+                                               m.data_shape, m.max_size))
+        for name in ('mean', 'std'):
+            t, s = getattr(teacher, name), list(getattr(m, name))
+            if len(t) != len(s) or any(abs(a - b) > 1e-6 for a, b in zip(t, s)):
+                problems.append('{}: teacher {} vs student {}'.format(name, t, s))
+        if problems:
+            raise ModelError('teacher {} does not match this run:\n  '.format(teacher.source) +
+                             '\n  '.join(problems))
+        net, arch = self.build(m, classes, ctx)
+        s_shape = c4_shape(net, m.data_shape, ctx[0])
+        t_shape = c4_shape(teacher.net, m.data_shape, ctx[0])
+        if s_shape[1:] != t_shape[1:]:
+            raise ModelError('student C4 map {} and teacher C4 map {} differ in size: both '
+                             'must have stride 16'.format(s_shape, t_shape))
+        adapters = None
+        if s_shape[0] != t_shape[0]:
+            from ..distill.student import ChannelAdapters
+            adapters = ChannelAdapters([s_shape[0]], [t_shape[0]])
+            adapters.initialize(ctx=ctx)
+        head = 'own'
+        if cfg.distill.init_head_from_teacher:
+            copy_heads(teacher.net, net)
+            head = 'teacher'
+        return teacher, StudentPlan(net, arch, head, [s_shape[1]], adapters, [s_shape[0]],
+                                    [t_shape[0]])
+
+    def describe_plan(self, teacher, plan):
+        return ('teacher {} ({}, {} RoIs); student {} ({}, RPN and RCNN heads {}); critics '
+                'and imitation on the C4 map ({} -> {} channels{})'.format(
+                    teacher.source, teacher.arch.network, teacher.arch.roi_mode,
+                    plan.arch.network, plan.arch.roi_mode,
+                    "initialised from the teacher's" if plan.head == 'teacher' else 'its own',
+                    plan.student_channels[0], plan.teacher_channels[0],
+                    ', 1x1 adapter' if plan.critic_adapters is not None else ''))
+
+    def teacher_forward(self, teacher):
+        return TeacherMaps(teacher.net)
+
+    def student_spec(self, plan, classes, model_cfg, prov, extra=None, folded=False):
+        return self.spec(plan.arch, classes, model_cfg, prov, extra)
