@@ -19,8 +19,13 @@ assigns the KVStore rank itself, which may differ). Servers and the scheduler ar
 
 The launcher forwards SIGINT/SIGTERM to every process; when one fails it stops all the others
 and exits non-zero naming it; it exits 0 when every worker did.
+
+``--horovod`` runs COMMAND on ``-n`` ranks with ``horovodrun --gloo`` instead (the optional
+``horovod`` extra), passing the command so that horovodrun cannot mistake its options for its
+own (:mod:`gluon_distill.horovod_exec`).
 """
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -294,6 +299,56 @@ class Job:
                 signal.signal(s, handler)
 
 
+def horovod_hosts(num_workers, hosts=None):
+    """horovodrun's ``-H`` value: ``localhost:N``, or the hosts' slots, ranks round-robin."""
+    if not hosts:
+        return 'localhost:{}'.format(num_workers)
+    slots = {}
+    for k in range(num_workers):
+        host = hosts[k % len(hosts)]
+        slots[host] = slots.get(host, 0) + 1
+    return ','.join('{}:{}'.format(h.split('@')[-1], n) for h, n in slots.items())
+
+
+def horovod_job(num_workers, command, hosts=None, python=sys.executable, cwd=None, env=None,
+                horovodrun='horovodrun'):
+    """``(argv, environment)`` of a Horovod (gloo) job running ``command`` on every rank.
+
+    The command reaches the ranks through the environment and :mod:`gluon_distill.horovod_exec`
+    (see there why not as arguments)."""
+    environment = dict(os.environ if env is None else env)
+    environment.pop('PORT', None)
+    environment['GLUON_DISTILL_COMMAND'] = json.dumps(list(command))
+    environment['GLUON_DISTILL_CWD'] = cwd or os.getcwd()
+    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'horovod_exec.py')
+    argv = [horovodrun, '--gloo', '-np', str(num_workers), '-H',
+            horovod_hosts(num_workers, hosts), python, runner]
+    return argv, environment
+
+
+def run_horovod(argv, environment, log):
+    """Run horovodrun in its own session, forwarding SIGINT/SIGTERM; its exit code."""
+    try:
+        proc = subprocess.Popen(argv, env=environment, start_new_session=True)
+    except OSError as e:
+        raise LaunchError('cannot start {}: {}; install the horovod extra (README "Across '
+                          'machines")'.format(argv[0], e.strerror or e))
+
+    def forward(signum, frame):
+        log('received {}: forwarding it to horovodrun'.format(signal.Signals(signum).name))
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code if code >= 0 else 128 - code
+
+
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if '--' in argv:
@@ -325,6 +380,9 @@ def parse_args(argv=None):
                    help='the Python that runs the scheduler and servers (default: this one; '
                         'with --hosts it must exist at that path on every host)')
     p.add_argument('--ssh', default='ssh', help='ssh command (default: %(default)s)')
+    p.add_argument('--horovod', action='store_true',
+                   help='run COMMAND on -n ranks with horovodrun (gloo) instead of a KVStore '
+                        'job; give COMMAND --horovod too')
     args = p.parse_args(own)
     if not command:
         p.error('no command: put it after --, e.g. -- python tools/train_ssd.py ...')
@@ -347,6 +405,12 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         hosts = read_hosts(args.hosts) if args.hosts else None
+        if args.horovod:
+            argv, environment = horovod_job(args.num_workers, args.command, hosts,
+                                             env=dict(os.environ, **_parse_env(args.env)))
+            print('launch: {}'.format(' '.join(argv[:6])), file=sys.stderr, flush=True)
+            return run_horovod(argv, environment,
+                               lambda msg: print('launch: ' + msg, file=sys.stderr, flush=True))
         if hosts:
             scheduler_host = args.scheduler_host or outward_address(hosts[0])
             num_servers = args.num_servers or len(hosts)

@@ -580,10 +580,50 @@ def test_batch_size_must_split_over_workers_and_devices():
                                                'see README "Across machines") is not installed')
 def test_horovod_ssd_two_ranks_equal_one_process(tmp_path, reference):
     out = tmp_path / 'hvd'
-    result = subprocess.run(['horovodrun', '--gloo', '-np', '2', '-H', 'localhost:2',
-                             sys.executable, str(REPO / 'tools' / 'train_ssd.py')] +
+    # through the launcher: horovodrun would take the tools' --network for its own option
+    result = subprocess.run([sys.executable, '-m', 'gluon_distill.launch', '--horovod', '-n', '2',
+                             '--', sys.executable, str(REPO / 'tools' / 'train_ssd.py')] +
                             tiny_run_args(reference / 'data', out, 2, 'cpu', ['--horovod']),
                             cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
                             text=True, timeout=TRAIN_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert max_difference(out / 'last.params', reference / 'one' / 'last.params') <= 1e-5
+
+
+def test_horovod_job_passes_the_command_outside_horovodrun_options(tmp_path):
+    """horovodrun would read ``--network`` as ``--network-interface``: the command goes through
+    the environment to horovod_exec, which runs it unchanged in the launch directory."""
+    argv, env = launch.horovod_job(3, ['python', 'tools/train_ssd.py', '--network', 'tiny',
+                                       '--config', 'x.yaml'], ['a', 'user@b'], python='py',
+                                   cwd=str(tmp_path), env={'PORT': '9', 'KEEP': '1'})
+    assert argv[:6] == ['horovodrun', '--gloo', '-np', '3', '-H', 'a:2,b:1']
+    assert argv[6] == 'py' and argv[7].endswith('horovod_exec.py') and len(argv) == 8
+    assert 'PORT' not in env and env['KEEP'] == '1'
+    assert launch.horovod_hosts(2) == 'localhost:2'
+    out = tmp_path / 'argv.json'
+    env = dict(os.environ, GLUON_DISTILL_CWD=str(tmp_path), GLUON_DISTILL_COMMAND=json.dumps(
+        [sys.executable, '-c', 'import json, os, sys; json.dump([os.getcwd()] + sys.argv[1:], '
+         'open("argv.json", "w"))', '--network', 'tiny']))
+    subprocess.run([sys.executable, argv[7]], env=env, check=True, timeout=60)
+    assert json.loads(out.read_text()) == [str(tmp_path), '--network', 'tiny']
+
+
+@pytest.mark.skipif(not _has_horovod(), reason='horovod (the optional extra, built from source: '
+                                               'see README "Across machines") is not installed')
+def test_horovod_gan_distillation_two_ranks_equal_one_process(tmp_path, reference):
+    """Every trainer of a distillation (student, critics, FGFI's layers) under Horovod: one
+    tensor name prefix per trainer, the same result as one process with two contexts."""
+    extra = ['--teacher-params', str(reference / 'one' / 'last.params'),
+             '--set', 'distill.method=gan+fgfi', '--set', 'distill.fgfi.warmup_iters=1']
+    one = tmp_path / 'one'
+    one_process('train_distill.py', tiny_run_args(reference / 'data', one, 1, 'cpu:0,1', extra),
+                tmp_path)
+    out = tmp_path / 'hvd'
+    result = subprocess.run([sys.executable, '-m', 'gluon_distill.launch', '--horovod', '-n', '2',
+                             '--', sys.executable, str(REPO / 'tools' / 'train_distill.py')] +
+                            tiny_run_args(reference / 'data', out, 1, 'cpu',
+                                          extra + ['--horovod']),
+                            cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
+                            text=True, timeout=TRAIN_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_difference(out / 'last.ckpt', one / 'last.ckpt') <= 1e-5

@@ -29,6 +29,7 @@ Conventions, measured with the MXNet 1.9.1 wheel on loopback:
 * The servers add float32 values only (int32 aborts them); :func:`all_gather_object` therefore
   moves bytes as 16-bit integers in float32, exact below 2**24.
 """
+from collections import OrderedDict
 import os
 import pickle
 
@@ -48,7 +49,8 @@ _GATHER_KEY = 1 << 30         # all_gather_object: sizes, then payload chunks
 _GATHER_CHUNK = 1 << 20       # float32 values per payload round (4 MB)
 _GROUP_VIEWS = _GROUP_BASE // _VIEW_SPAN
 
-_state = {'kv': None, 'views': 0, 'groups': {}, 'gather_init': False, 'hvd': None}
+_state = {'kv': None, 'views': 0, 'groups': {}, 'gather_init': False, 'hvd': None,
+          'hvd_trainers': 0}
 
 
 class DistributedError(RuntimeError):
@@ -174,24 +176,24 @@ def is_distributed():
     return _state['kv'] is not None or _state['hvd'] is not None
 
 
-class _WorkerTrainer(gluon.Trainer):
-    """A Trainer on a :class:`KVStoreView`, updating on the worker. With ``stale_updates``
-    every parameter is updated at every step, also one whose gradient this step did not
-    compute (then with the summed old gradient buffers): what a one-process multi-device
-    Trainer that updates on its KVStore (``update_on_kvstore`` not False, the default) does,
-    e.g. to FGFI's adaptation layers during its warm-up."""
-
-    def __init__(self, *args, stale_updates=False, **kwargs):
-        super(_WorkerTrainer, self).__init__(*args, **kwargs)
-        self._stale_updates = stale_updates
+class _StaleUpdates:
+    """With ``_stale_updates`` every parameter is updated at every step, also one whose
+    gradient this step did not compute (then with the averaged old gradient buffers): what a
+    one-process multi-device Trainer that updates on its KVStore (``update_on_kvstore`` not
+    False, the default) does, e.g. to FGFI's adaptation layers during its warm-up."""
+    _stale_updates = False
 
     def _allreduce_grads(self):
-        super(_WorkerTrainer, self)._allreduce_grads()
+        super(_StaleUpdates, self)._allreduce_grads()
         if self._stale_updates:
             for param in self._params:
                 if param.grad_req != 'null':
                     for data in param.list_data():
                         data._fresh_grad = True
+
+
+class _WorkerTrainer(_StaleUpdates, gluon.Trainer):
+    """A Trainer on a :class:`KVStoreView`, updating on the worker (see :class:`_StaleUpdates`)."""
 
 
 def distributed_trainer(params, optimizer, optimizer_params, update_on_kvstore=None):
@@ -204,12 +206,21 @@ def distributed_trainer(params, optimizer, optimizer_params, update_on_kvstore=N
     Every worker must create its trainers in the same order.
     """
     if _state['hvd'] is not None:
-        hvd = _state['hvd']
-        return hvd.DistributedTrainer(params, optimizer, optimizer_params)
+        # Horovod sorts a parameter list (Parameters do not compare) and names every tensor
+        # by its index: keys that sort in structural order, and one name prefix per trainer
+        number = _state['hvd_trainers']
+        _state['hvd_trainers'] += 1
+        indexed = OrderedDict(('{:05d}'.format(i), p) for i, p in enumerate(params))
+        horovod_trainer = type('_HorovodTrainer',
+                               (_StaleUpdates, _state['hvd'].DistributedTrainer), {})
+        trainer = horovod_trainer(indexed, optimizer, optimizer_params,
+                                  prefix='trainer{}.'.format(number))
+        trainer._stale_updates = update_on_kvstore is not False
+        return trainer
     kv = _state['kv']
     trainer = _WorkerTrainer(params, optimizer, optimizer_params,
-                             kvstore=trainer_kvstore(kv.type), update_on_kvstore=False,
-                             stale_updates=update_on_kvstore is not False)
+                             kvstore=trainer_kvstore(kv.type), update_on_kvstore=False)
+    trainer._stale_updates = update_on_kvstore is not False
     trainer._scale /= kv.num_workers  # the servers sum: average like Horovod
     return trainer
 
@@ -219,8 +230,10 @@ def broadcast_trainer_parameters(trainers):
     (a KVStore trainer takes them from the servers when it initialises)."""
     if _state['hvd'] is None:
         return
-    for trainer in trainers:
-        _state['hvd'].broadcast_parameters({p.name: p for p in trainer._params}, root_rank=0)
+    for k, trainer in enumerate(trainers):
+        _state['hvd'].broadcast_parameters(
+            OrderedDict(('trainer{}.{:05d}'.format(k, i), p)
+                        for i, p in enumerate(trainer._params)), root_rank=0)
 
 
 def trainer_kvstore(name='dist_sync'):
