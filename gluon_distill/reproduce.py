@@ -13,12 +13,13 @@ number beside ``experiment.published_mAP`` with the difference, in the table's m
 """
 import csv
 import glob
+import io
 import json
 import os
 import re
 import time
 
-from . import _compat  # noqa: F401
+from .io_utils import atomic_write_json, atomic_write_text
 
 METHODS = ('gan', 'head_only', 'mimic', 'fgfi')
 
@@ -188,8 +189,7 @@ def _train(run, ctx, logger):
         logger.warning('%s: %s', run.name, e)
         summary = {'out': run.out, 'diverged': str(e)}
     summary['seconds'] = time.time() - started
-    with open(os.path.join(run.out, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(os.path.join(run.out, 'summary.json'), summary)  # its presence: finished
 
 
 def _evaluate(run, ctx):
@@ -207,9 +207,8 @@ def _evaluate(run, ctx):
                                 ctx or 'cpu', progress=False,
                                 nms_thresh=run.cfg.eval.nms_thresh)
     value = result['mAP'] if 'mAP' in result else result['AP']  # COCO data: AP@[.5:.95]
-    with open(cache, 'w') as f:
-        json.dump({'mAP': value, 'metric': 'mAP' if 'mAP' in result else 'AP',
-                   'params': params, 'split': run.cfg.data.val_split}, f, indent=2)
+    atomic_write_json(cache, {'mAP': value, 'metric': 'mAP' if 'mAP' in result else 'AP',
+                              'params': params, 'split': run.cfg.data.val_split})
     return value
 
 
@@ -222,15 +221,15 @@ def write_results(rows, results_dir, table):
     os.makedirs(results_dir, exist_ok=True)
     stem = os.path.join(results_dir, 'table{}'.format(table))
     spec = table_spec(table)
-    with open(stem + '.csv', 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['name', 'role', 'method', 'paper_table', 'paper_' + spec.label,
-                         'our_' + spec.label, 'difference'])
-        for r in rows:
-            writer.writerow([r['name'], r['role'], r['method'], r['paper_table'],
-                             '' if r['paper'] is None else r['paper'],
-                             '' if r['ours'] is None else '{:.4f}'.format(r['ours']),
-                             '' if r['diff'] is None else '{:.4f}'.format(r['diff'])])
+    table_csv = io.StringIO(newline='')
+    writer = csv.writer(table_csv)
+    writer.writerow(['name', 'role', 'method', 'paper_table', 'paper_' + spec.label,
+                     'our_' + spec.label, 'difference'])
+    for r in rows:
+        writer.writerow([r['name'], r['role'], r['method'], r['paper_table'],
+                         '' if r['paper'] is None else r['paper'],
+                         '' if r['ours'] is None else '{:.4f}'.format(r['ours']),
+                         '' if r['diff'] is None else '{:.4f}'.format(r['diff'])])
     lines = ['# Table {}: paper vs this reproduction'.format(table), '',
              '{} = {} of each run\'s best.params on its config\'s validation split; '
              'difference = ours - paper.'.format(spec.label, spec.text), '',
@@ -240,8 +239,8 @@ def write_results(rows, results_dir, table):
         diff = '—' if r['diff'] is None else '{:+.3f}'.format(r['diff'])
         lines.append('| {} | {} | {} | {} | {} | {} |'.format(
             r['name'], r['role'], r['method'], _fmt(r['paper']), _fmt(r['ours']), diff))
-    with open(stem + '.md', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    atomic_write_text(stem + '.csv', table_csv.getvalue())
+    atomic_write_text(stem + '.md', '\n'.join(lines) + '\n')
     _plot(rows, stem + '.png', table)
     return stem + '.md', stem + '.csv', stem + '.png'
 
