@@ -9,7 +9,6 @@ import math
 import os
 import re
 
-SSD_LOSSES = ('CrossEntropy', 'SmoothL1')
 _W_SCALE = re.compile(r'^W\d+$')
 
 
@@ -53,6 +52,18 @@ def _is_critic(key):
     return key.startswith('Loss_')
 
 
+# numbers a training record carries that are not a detection-loss part
+_NOT_DETECTION_LOSS = ('epoch', 'iteration', 'loss', 'samples_per_sec', 'data_wait',
+                       'batch_size')
+
+
+def _is_detection_loss(key):
+    """A part of the detector family's loss (SSD: ``CrossEntropy``, ``SmoothL1``; Faster R-CNN:
+    ``RPN_Conf``, ``RPN_SmoothL1``, ``RCNN_CrossEntropy``, ``RCNN_SmoothL1``)."""
+    return not (key in _NOT_DETECTION_LOSS or _is_lr(key) or _is_critic(key) or
+                _W_SCALE.match(key))
+
+
 def panels_of(data):
     """The panels one figure of ``data`` (label -> (train, val)) needs, in display order."""
     trains = [train for train, _ in data.values()]
@@ -64,9 +75,18 @@ def panels_of(data):
     return panels
 
 
+def _metric_name(data):
+    """What the validation records' ``mAP`` holds: VOC07 mAP, or COCO AP on COCO runs."""
+    metrics = {r.get('metric') for _, val in data.values() for r in val if r.get('metric')}
+    if metrics == {'coco'}:
+        return 'COCO AP@[.5:.95]'
+    return 'mAP (VOC07, IoU 0.5)' if not metrics or metrics == {'voc07'} else 'mAP / AP'
+
+
 def plot_runs(runs, out_png, title='gluon-distill'):
-    """One figure overlaying ``runs``: SSD losses, learning rate, validation mAP per epoch and,
-    where present, the critics' losses and the per-scale Wasserstein estimates.
+    """One figure overlaying ``runs``: detection losses, learning rate, validation mAP per
+    epoch and, where present, the distillation and critic losses and the per-scale
+    Wasserstein estimates.
 
     ``runs``: ordered mapping label -> metrics.jsonl path (missing files are skipped).
     Returns ``out_png``.
@@ -97,7 +117,7 @@ def plot_runs(runs, out_png, title='gluon-distill'):
                     drawn = True
                 continue
             if panel == 'losses':
-                keys = [k for k in SSD_LOSSES if any(k in r for r in train)]
+                keys = _keys(train, _is_detection_loss)
             elif panel == 'lr':
                 keys = _keys(train, _is_lr)
             elif panel == 'critics':
@@ -107,12 +127,13 @@ def plot_runs(runs, out_png, title='gluon-distill'):
             for key in keys:
                 xs, ys = _series(train, key)
                 if xs:
-                    ax.plot(xs, ys, '--' if key == 'SmoothL1' else '-', label=name(label, key))
+                    ax.plot(xs, ys, '--' if key.endswith('SmoothL1') else '-',
+                            label=name(label, key))
                     drawn = True
-        titles = {'losses': ('SSD losses', 'iteration'),
+        titles = {'losses': ('detection losses', 'iteration'),
                   'lr': ('learning rate', 'iteration'),
-                  'mAP': ('validation mAP (VOC07, IoU 0.5)', 'epoch'),
-                  'critics': ('critic and adversarial losses', 'iteration'),
+                  'mAP': ('validation {}'.format(_metric_name(data)), 'epoch'),
+                  'critics': ('distillation and critic losses', 'iteration'),
                   'W': ('Wasserstein estimate per scale (mean D(student) - mean D(teacher))',
                         'iteration')}
         ax.set(title=titles[panel][0], xlabel=titles[panel][1])

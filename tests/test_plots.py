@@ -69,3 +69,38 @@ def test_plot_tool_overlays_runs(tmp_path):
     res = subprocess.run([PY, str(REPO / 'tools' / 'plot.py'), str(tmp_path / 'nothing')],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith('error: no metrics.jsonl at ')
+
+
+def test_loss_panel_shows_any_familys_loss_parts_and_the_coco_metric(tmp_path, monkeypatch):
+    """A Faster R-CNN run's four loss parts are drawn in the detection-loss panel (not only
+    SSD's two), distillation losses in their own panel, and a COCO run's validation panel
+    says COCO AP."""
+    import matplotlib.axes
+    from gluon_distill.viz import plot_runs
+    folder = tmp_path / 'rcnn'
+    folder.mkdir()
+    parts = ('RPN_Conf', 'RPN_SmoothL1', 'RCNN_CrossEntropy', 'RCNN_SmoothL1')
+    lines = [json.dumps(dict({p: 1.0 / it for p in parts}, type='train', epoch=0, iteration=it,
+                             loss=4.0 / it, lr=0.001, samples_per_sec=9.0, data_wait=0.1,
+                             Loss_fgfi=0.5))
+             for it in range(1, 5)]
+    lines.append(json.dumps({'type': 'val', 'epoch': 0, 'iteration': 4, 'mAP': 0.2, 'AP': {},
+                             'metric': 'coco'}))
+    (folder / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+    drawn, titles = {}, []
+    plot, set_ = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.set
+
+    def spy_plot(ax, *args, **kwargs):
+        drawn.setdefault(id(ax), []).append(kwargs.get('label'))
+        return plot(ax, *args, **kwargs)
+
+    def spy_set(ax, **kwargs):
+        titles.append((kwargs.get('title'), id(ax)))
+        return set_(ax, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', spy_plot)
+    monkeypatch.setattr(matplotlib.axes.Axes, 'set', spy_set)
+    plot_runs({'r': str(folder / 'metrics.jsonl')}, str(tmp_path / 'c.png'))
+    by_title = {t: drawn.get(ax, []) for t, ax in titles}
+    assert by_title['detection losses'] == list(parts)
+    assert by_title['distillation and critic losses'] == ['Loss_fgfi']
+    assert 'validation COCO AP@[.5:.95]' in by_title

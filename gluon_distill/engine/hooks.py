@@ -285,8 +285,11 @@ class EvalHook(HookBase):
                   'mAP': _finite_or_none(result['mAP']),
                   'AP': {k: _finite_or_none(v) for k, v in result.get('AP', {}).items()},
                   'eval_seconds': time.perf_counter() - started}
+        if result.get('metric'):
+            record['metric'] = result['metric']  # what 'mAP' holds (coco: AP@[.5:.95])
         self.writer.write(record)
-        self.logger.info('[epoch %d] validation mAP=%.4f (%.1f s)', loop.epoch, result['mAP'],
+        self.logger.info('[epoch %d] validation %s=%.4f (%.1f s)', loop.epoch,
+                         'AP' if result.get('metric') == 'coco' else 'mAP', result['mAP'],
                          record['eval_seconds'])
 
 
