@@ -15,7 +15,8 @@ Each process gets ``DMLC_ROLE``, ``DMLC_PS_ROOT_URI``/``DMLC_PS_ROOT_PORT`` (the
 announces another interface), and ``PORT`` removed (ps-lite would take it as its own port).
 Workers also get ``GLUON_DISTILL_LAUNCH_INDEX`` (their position in the launch order; ps-lite
 assigns the KVStore rank itself, which may differ). Servers and the scheduler are
-``python -c "import mxnet"``: importing MXNet with ``DMLC_ROLE=server|scheduler`` runs that node.
+``python -c "import gluon_distill, mxnet"``: importing MXNet with ``DMLC_ROLE=server|scheduler``
+runs that node (the package first, for its NumPy aliases on Python 3.12).
 
 The launcher forwards SIGINT/SIGTERM to every process; when one fails it stops all the others
 and exits non-zero naming it; it exits 0 when every worker did.
@@ -149,12 +150,17 @@ def plan(num_workers, num_servers, hosts=None, scheduler_host=LOOPBACK, port=DEF
     return nodes
 
 
+# what the scheduler and servers run: importing MXNet with DMLC_ROLE=scheduler|server runs
+# that node; the package first (its NumPy aliases let MXNet 1.9.1 import beside NumPy >= 1.24)
+NODE_PROGRAM = 'import gluon_distill, mxnet'
+
+
 def node_command(node, command, python=sys.executable):
-    """The argv a node runs: the user's ``command`` for workers, ``python -c "import mxnet"``
-    for the scheduler and servers."""
+    """The argv a node runs: the user's ``command`` for workers, ``python -c "import
+    gluon_distill, mxnet"`` for the scheduler and servers."""
     if node.role == 'worker':
         return list(command)
-    return [python, '-c', 'import mxnet']
+    return [python, '-c', NODE_PROGRAM]
 
 
 def ssh_command(node, argv, cwd, ssh='ssh'):

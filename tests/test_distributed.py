@@ -72,6 +72,7 @@ def run_job(port, script, workers=2):
 TRAIN_SCRIPT = '''
 import os
 import numpy as np
+import gluon_distill  # its NumPy aliases before MXNet (Python 3.12)
 import mxnet as mx
 from mxnet import autograd, gluon
 from gluon_distill.engine import distributed as d
@@ -170,6 +171,7 @@ os.write(1, 'OK rank {} of {}\\n'.format(rank, world).encode())  # one write: no
 
 DIE_SCRIPT = '''
 import os, signal
+import gluon_distill  # its NumPy aliases before MXNet (Python 3.12)
 import mxnet as mx
 from gluon_distill.engine import distributed as d
 
@@ -268,7 +270,7 @@ def test_loopback_plan_environment():
         env = launch.local_environment(n, {'PORT': '9123', 'HOME': '/h'})
         assert 'PORT' not in env and env['HOME'] == '/h'
     assert nodes[3].env['GLUON_DISTILL_LAUNCH_INDEX'] == '1'
-    assert launch.node_command(nodes[1], ['x'], '/py') == ['/py', '-c', 'import mxnet']
+    assert launch.node_command(nodes[1], ['x'], '/py') == ['/py', '-c', launch.NODE_PROGRAM]
     assert launch.node_command(nodes[2], ['python', 't.py'], '/py') == ['python', 't.py']
 
 
@@ -284,7 +286,7 @@ def test_ssh_commands_round_robin(tmp_path):
     assert all('DMLC_NODE_HOST' not in n.env for n in nodes)
     job = launch.Job(nodes, ['/venv/bin/python', 'tools/train ssd.py', '--lr', '0.1'],
                      hosts, python='/venv/bin/python', cwd='/work/my repo')
-    assert job.argv(nodes[0]) == ['/venv/bin/python', '-c', 'import mxnet']  # runs here
+    assert job.argv(nodes[0]) == ['/venv/bin/python', '-c', launch.NODE_PROGRAM]  # runs here
     argv = job.argv(nodes[4])
     assert argv[:5] == ['ssh', '-tt', '-o', 'BatchMode=yes', 'node2']
     assert argv[5] == ("cd '/work/my repo' && exec env -u PORT DMLC_NUM_SERVER=2 "
@@ -292,7 +294,8 @@ def test_ssh_commands_round_robin(tmp_path):
                        "DMLC_ROLE=worker GLUON_DISTILL_LAUNCH_INDEX=1 OMP_NUM_THREADS=4 "
                        "/venv/bin/python 'tools/train ssd.py' --lr 0.1")
     assert job.argv(nodes[1])[-1].endswith("DMLC_ROLE=server OMP_NUM_THREADS=4 "
-                                           "/venv/bin/python -c 'import mxnet'")
+                                           "/venv/bin/python -c 'import gluon_distill, "
+                                           "mxnet'")
 
 
 def test_bad_hosts_file_and_arguments(tmp_path, capsys):
