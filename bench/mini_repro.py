@@ -10,6 +10,14 @@ again after an interruption and it continues where it stopped.
 Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only, gan (bn
 critic, width 64), gan_w512 (bn, width 512), gan_plain (clipped critic without BatchNorm, width
 64), gan_spectral (spectral normalisation, adversarial weight 0.01, width 64).
+
+Faster R-CNN arms (their own teacher, rcnn_teacher/): rcnn_baseline, rcnn_head_only,
+rcnn_mimic, rcnn_fgfi, rcnn_gan; e.g. two processes at once, the second after the teacher:
+
+    python bench/mini_repro.py --out runs/mini_rcnn --arms rcnn_baseline rcnn_gan --seeds 0 1 2 \
+        --epochs 24 --teacher-epochs 24
+    python bench/mini_repro.py --out runs/mini_rcnn --arms rcnn_mimic rcnn_fgfi --seeds 0 1 2 \
+        --epochs 24 --teacher-epochs 24
 """
 import argparse
 import os

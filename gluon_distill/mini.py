@@ -12,6 +12,11 @@ the critics: ``gan`` (``bn``, the reference WGAN critic, width 64), ``gan_w512``
 configs' width 512), ``gan_plain`` (the un-normalised clipped critic, width 64) and
 ``gan_spectral`` (spectral normalisation, adversarial weight 0.01, width 64).
 
+Faster R-CNN arms (:data:`RCNN_BASE`, :data:`RCNN_NETWORKS`, :data:`RCNN_ARMS`; their own
+teacher in ``rcnn_teacher/``): ``rcnn_baseline`` (no teacher), ``rcnn_head_only``,
+``rcnn_mimic``, ``rcnn_fgfi`` and ``rcnn_gan`` (the paper's critic settings, ``bn`` critic of
+width 64) on the C4 map.
+
 Each (arm, seed) run writes its own folder and ``summary.json``: a cut-off run is resumed from
 its last checkpoint, a finished one is skipped, a run stopped by the divergence stop is
 recorded as such (its folder keeps the last good epoch). ``results.json`` and ``results.md``
@@ -60,6 +65,41 @@ ARMS = {
 }
 DEFAULT_ARMS = ('baseline', 'head_only', 'gan')
 
+# Faster R-CNN (the paper's Table 3 on the generated shapes): arms named ``rcnn_*``, their own
+# teacher (``rcnn_teacher``), every setting written out here as for the SSD arms. The tiny
+# Faster R-CNN: 4 stride-2 convolutions to ``model.width`` channels at stride 16, RoIAlign
+# 7x7, RPN anchors 16 px x 1/2/4/8 (models/faster_rcnn.py ``TINY_PRESET``), short side 128
+# within 192 px, validation NMS 0.3 (GluonCV's Faster R-CNN recipe).
+RCNN_BASE = {
+    'data.train_split': 'train', 'data.val_split': 'val', 'data.val_fraction': 0.2,
+    'data.split_seed': 0,
+    'data.synthetic.num_train': 400, 'data.synthetic.num_val': 100,
+    'model.family': 'faster_rcnn', 'model.network': 'tiny', 'model.data_shape': 128,
+    'model.max_size': 192, 'model.roi_mode': 'align', 'model.pretrained_base': False,
+    'train.batch_size': 8, 'train.optimizer': 'adam', 'train.lr': 0.002, 'train.ctx': 'cpu',
+    'train.log_interval': 10, 'train.progress': False,
+    'eval.nms_thresh': 0.3, 'eval.nms_topk': 400, 'eval.post_nms': 100,
+}
+RCNN_NETWORKS = {'teacher': {'model.width': 32, 'model.blocks': 2},
+                 'student': {'model.width': 32, 'model.blocks': 1}}
+# the student is the teacher's depth halved (one convolution per stage instead of two) at the
+# same width: the C4 maps match (no adapter) and the student's RPN and RCNN predictors start
+# from the teacher's, the paper's set-up (distill.init_head_from_teacher)
+RCNN_ARMS = {
+    'rcnn_baseline': {},
+    'rcnn_head_only': {'distill.method': 'head_only'},
+    'rcnn_mimic': {'distill.method': 'mimic', 'distill.mimic.weight': 1.0},
+    'rcnn_fgfi': {'distill.method': 'fgfi', 'distill.fgfi.weight': 0.01,
+                  'distill.fgfi.psi': 0.5, 'distill.fgfi.warmup_iters': 400},
+    'rcnn_gan': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn',
+                                      'distill.gan.critic_width': 64}),
+}
+ARMS.update(RCNN_ARMS)
+
+
+def _family(arm):
+    return 'faster_rcnn' if arm.startswith('rcnn_') else 'ssd'
+
 
 def _config(values):
     return config_from(values)
@@ -74,14 +114,16 @@ def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides
     """The config of one (arm, seed) run."""
     if arm not in ARMS:
         raise ValueError('unknown arm {!r}: expected one of {}'.format(arm, ', '.join(ARMS)))
-    values = dict(BASE, **NETWORKS['student'])
+    rcnn = _family(arm) == 'faster_rcnn'
+    values = dict(RCNN_BASE, **RCNN_NETWORKS['student']) if rcnn else \
+        dict(BASE, **NETWORKS['student'])
     values.update(_data(data_root))
     values.update({
         'data.num_workers': workers,
         'train.out': os.path.join(out_root, '{}_seed{}'.format(arm, seed)),
         'train.seed': seed, 'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
         'experiment.name': 'mini_{}_seed{}'.format(arm, seed)})
-    if arm != 'baseline':
+    if arm not in ('baseline', 'rcnn_baseline'):
         values.update({'teacher.params': teacher_params, 'distill.fold_adapters': False,
                        'distill.init_head_from_teacher': True})
     values.update(ARMS[arm])
@@ -91,12 +133,16 @@ def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides
     return cfg
 
 
-def teacher_config(out_root, epochs, workers=1, data_root='synthetic'):
-    values = dict(BASE, **NETWORKS['teacher'])
+def teacher_config(out_root, epochs, workers=1, data_root='synthetic', family='ssd'):
+    """The teacher of the SSD arms (``teacher/``) or of the Faster R-CNN arms
+    (``rcnn_teacher/``)."""
+    name = 'rcnn_teacher' if family == 'faster_rcnn' else 'teacher'
+    values = dict(RCNN_BASE, **RCNN_NETWORKS['teacher']) if family == 'faster_rcnn' else \
+        dict(BASE, **NETWORKS['teacher'])
     values.update(_data(data_root))
-    values.update({'data.num_workers': workers, 'train.out': os.path.join(out_root, 'teacher'),
+    values.update({'data.num_workers': workers, 'train.out': os.path.join(out_root, name),
                    'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
-                   'experiment.name': 'mini_teacher'})
+                   'experiment.name': 'mini_' + name})
     return _config(values)
 
 
@@ -157,26 +203,32 @@ def run_mini_reproduction(out_root='runs/mini', seeds=(0, 1, 2), epochs=60, teac
             raise ValueError('unknown arm {!r}: expected one of {}'.format(arm, ', '.join(ARMS)))
     logger = setup_logging()
     out_root = os.path.abspath(out_root)
-    teacher = _run(teacher_config(out_root, teacher_epochs, workers, data_root), train_detector,
-                   logger)
-    teacher_params = os.path.join(out_root, 'teacher', 'best.params')
+    teachers, teacher_params = {}, {}
+    for family in sorted({_family(arm) for arm in arms}, reverse=True):  # ssd first
+        cfg = teacher_config(out_root, teacher_epochs, workers, data_root, family)
+        teachers[family] = _run(cfg, train_detector, logger)
+        teacher_params[family] = os.path.join(cfg.train.out, 'best.params')
+    teacher = teachers.get('ssd') or teachers['faster_rcnn']
     rows = {arm: [] for arm in arms}
     for seed in seeds:
         for arm in arms:
-            cfg = arm_config(arm, seed, out_root, epochs, teacher_params, workers, overrides,
-                             data_root)
-            train = train_detector if arm == 'baseline' else train_distilled
+            cfg = arm_config(arm, seed, out_root, epochs, teacher_params[_family(arm)], workers,
+                             overrides, data_root)
+            train = train_detector if arm in ('baseline', 'rcnn_baseline') else \
+                train_distilled
             summary = _run(cfg, train, logger)
             rows[arm].append({'seed': seed, 'final_mAP': _final_map(cfg.train.out),
                               'best_mAP': summary['best_mAP'],
                               'diverged': bool(summary.get('diverged')),
                               'seconds': summary.get('seconds')})
-            write_results(out_root, teacher, rows, epochs)
-    return write_results(out_root, teacher, rows, epochs)
+            write_results(out_root, teacher, rows, epochs, teachers)
+    return write_results(out_root, teacher, rows, epochs, teachers)
 
 
-def write_results(out_root, teacher, rows, epochs):
+def write_results(out_root, teacher, rows, epochs, teachers=None):
     results = {'teacher_best_mAP': teacher['best_mAP'], 'epochs': epochs, 'arms': {}}
+    if teachers and 'faster_rcnn' in teachers:
+        results['rcnn_teacher_best_mAP'] = teachers['faster_rcnn']['best_mAP']
     lines = ['| arm | seeds | final mAP (mean ± std) | best mAP (mean ± std) | final, per seed |',
              '|---|---:|---:|---:|---|']
     for arm, runs in rows.items():
@@ -189,8 +241,15 @@ def write_results(out_root, teacher, rows, epochs):
             ' (diverged)' if r.get('diverged') else '') for r in runs)
         lines.append('| {} | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} | {} |'.format(
             arm, len(runs), final[0], final[1], best[0], best[1], per_seed))
-    lines.append('\nteacher best mAP: {:.4f}; students trained {} epochs'.format(
-        teacher['best_mAP'], epochs))
+    if teachers and set(teachers) == {'faster_rcnn'}:
+        lines.append('\nFaster R-CNN teacher best mAP: {:.4f}; students trained {} '
+                     'epochs'.format(teacher['best_mAP'], epochs))
+    else:
+        lines.append('\nteacher best mAP: {:.4f}; students trained {} epochs'.format(
+            teacher['best_mAP'], epochs))
+        if teachers and 'faster_rcnn' in teachers:
+            lines.append('Faster R-CNN teacher best mAP: {:.4f}'.format(
+                teachers['faster_rcnn']['best_mAP']))
     atomic_write_json(os.path.join(out_root, 'results.json'), results)
     atomic_write_text(os.path.join(out_root, 'results.md'), '\n'.join(lines) + '\n')
     return results

@@ -190,6 +190,17 @@ def data_record(data_cfg):
     return d
 
 
+#: the evaluation settings model.json records: tools/eval.py and tools/export.py use them
+#: unless given on their command line
+EVAL_KEYS = ('iou_thresh', 'nms_thresh', 'nms_topk', 'post_nms')
+
+
+def eval_record(eval_cfg):
+    """The validation settings of a run (NMS, IoU), saved in model.json so that evaluating
+    the saved file reproduces the logged mAP by default."""
+    return {k: getattr(eval_cfg, k) for k in EVAL_KEYS}
+
+
 def _old_model_json(out):
     path = os.path.join(out, MODEL_JSON)
     if not os.path.exists(path):
@@ -413,6 +424,7 @@ def run_training(run, family, job):
     t = run.cfg.train
     if t.resume:
         check_resume_compatible(run.out, job.spec)
+    job.spec.setdefault('eval', eval_record(run.cfg.eval))
     write_model_json(run.out, job.spec)
     kv = t.kvstore if len(run.ctx) > 1 else None
     trainer = make_trainer(job.params, t.optimizer, t.lr, t.momentum, t.wd, kv,

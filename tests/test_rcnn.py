@@ -14,7 +14,7 @@ from gluon_distill.distill.fgfi import imitation_mask
 from gluon_distill.distill.run import train_distilled
 from gluon_distill.families import FAMILIES, family_of_spec, get_family
 from gluon_distill.families.faster_rcnn import FasterRCNNFamily
-from gluon_distill.models.faster_rcnn import resolve_arch
+from gluon_distill.models.faster_rcnn import RCNNLoss, resolve_arch
 from gluon_distill.models.ssd import ModelError
 from gluon_distill.training import train_detector
 
@@ -98,10 +98,17 @@ def test_training_on_two_devices_and_eval_of_the_saved_file(teacher, capsys):
     assert spec['data_shape'] == 128 and spec['max_size'] == 192
     logged = records(teacher, 'val')[-1]['mAP']
     assert logged > 0
+    # the run's validation settings are recorded, and eval uses them without flags
+    assert spec['eval'] == {'iou_thresh': 0.5, 'nms_thresh': 0.3, 'nms_topk': 400,
+                            'post_nms': 100}
     capsys.readouterr()
-    assert tool('eval')(['--params', str(teacher / 'last.params'), '--nms-thresh', '0.3']) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == 'mAP={:.4f}'.format(logged)
+    assert tool('eval')(['--params', str(teacher / 'last.params')]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1] == 'mAP={:.4f}'.format(logged)
+    assert 'NMS 0.3 (top 400 before, 100 after), IoU 0.5' in err
+    # an explicit flag wins
+    assert tool('eval')(['--params', str(teacher / 'last.params'), '--nms-thresh', '0.6']) == 0
+    assert 'NMS 0.6 (top 400' in capsys.readouterr().err
 
 
 def test_resume_continues_the_run(teacher, synthetic_root, tmp_path):
@@ -176,7 +183,7 @@ def test_each_method_runs_one_epoch(method, teacher, synthetic_root, tmp_path, s
     assert (spy_plan['plan'].critic_adapters is not None) == narrow
     assert _teacher_unchanged(spy_plan)
     capsys.readouterr()
-    assert tool('eval')(['--params', str(out / 'student.params'), '--nms-thresh', '0.3']) == 0
+    assert tool('eval')(['--params', str(out / 'student.params')]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == \
         'mAP={:.4f}'.format(summary['last_mAP'])
 
@@ -263,3 +270,168 @@ def test_zoo_weights_offline_is_a_clear_error(monkeypatch):
                                          r"at .*resnet101_v1d-.*\.params, or pass "
                                          r"--no-pretrained-base"):
         get_family('faster_rcnn').build(cfg.model, ['a'], [mx.cpu()])
+
+
+def rcnn_run_args(data_dir, out, ctx, extra=()):
+    """A tiny seeded Faster R-CNN run: 16 generated images of 96-160 px (sizes differ, so
+    padding does), global batch 4, one epoch."""
+    args = ['--network', 'tiny', '--data-shape', '128', '--max-size', '192',
+            '--no-pretrained-base', '--data-root', 'synthetic', '--batch-size', '4',
+            '--epochs', '1', '--seed', '3', '--ctx', ctx, '--out', str(out)]
+    for kv in ('data.synthetic.dir={}'.format(data_dir), 'data.synthetic.num_train=16',
+               'data.synthetic.num_val=8', 'data.train_split=train', 'data.val_split=val',
+               'data.num_workers=0', 'model.width=16', 'train.optimizer=adam',
+               'train.log_interval=2', 'train.progress=false'):
+        args += ['--set', kv]
+    return args + list(extra)
+
+
+def test_two_workers_train_like_one_process(tmp_path):
+    """2 workers with --ctx cpu (dist_sync, loopback) end with the parameters and logged
+    losses of one process with --ctx cpu:0,1: each device pads to its own images, and the
+    RoI sampler's draws come per image from the seeded loader, not from MXNet's one CPU
+    random stream (whose draws a second device of one process and a second worker get in a
+    different order)."""
+    from test_distributed import max_difference, one_process, two_workers
+    one, dist = tmp_path / 'one', tmp_path / 'dist'
+    one_process('train_rcnn.py', rcnn_run_args(tmp_path / 'data', one, 'cpu:0,1'), tmp_path)
+    two_workers('train_rcnn.py', rcnn_run_args(tmp_path / 'data', dist, 'cpu'), tmp_path)
+    assert max_difference(dist / 'last.params', one / 'last.params') <= 1e-5
+    want, got = records(one), records(dist)
+    assert len(got) == len(want) == 2
+    for a, b in zip(got, want):
+        for name in RCNNLoss.names:
+            assert a[name] == pytest.approx(b[name], rel=1e-5, abs=1e-7)
+    assert records(dist, 'val')[0]['mAP'] == pytest.approx(records(one, 'val')[0]['mAP'],
+                                                           abs=1e-6)
+
+
+def test_export_mxnet_symbol_gives_the_gluon_detections(teacher, synthetic_root, tmp_path,
+                                                         capsys):
+    """tools/export.py on a Faster R-CNN: the MXNet symbol reloads without gluon_distill and
+    gives the Gluon network's detections on a real image (one image per call); ONNX stops
+    with the converter's reason."""
+    import glob
+    import mxnet as mx
+    from mxnet import gluon
+    from gluon_distill.export.rcnn import rcnn_input
+    from gluon_distill.export.verify import detections_agree
+    from gluon_distill.models.io import load_detector
+    image = sorted(glob.glob(os.path.join(synthetic_root, '**', '*.jpg'), recursive=True))[0]
+    out = tmp_path / 'deploy'
+    capsys.readouterr()
+    assert tool('export')(['--params', str(teacher / 'last.params'), '--out', str(out),
+                           '--verify-image', image]) == 0
+    printed = capsys.readouterr().out
+    assert 'verified: exported outputs match the original' in printed
+    info = json.load(open(out / 'deploy.json'))
+    assert info['kind'] == 'faster_rcnn' and info['nms']['thresh'] == 0.3  # the run's NMS
+    assert sorted(info['files'].values()) == ['model-0000.params', 'model-symbol.json']
+    net, spec = load_detector(str(teacher / 'last.params'))
+    net.set_nms(0.3, 400, post_nms=100)
+    x = rcnn_input(spec, [image])
+    assert x.shape[2] == 128  # the short side of the run
+    ref = [o.asnumpy() for o in net(mx.nd.array(x))]
+    block = gluon.SymbolBlock.imports(str(out / 'model-symbol.json'), ['data'],
+                                      str(out / 'model-0000.params'))
+    got = [o.asnumpy() for o in block(mx.nd.array(x))]
+    assert (ref[0] >= 0).sum() > 0
+    assert detections_agree(ref, got) == (True, '')
+    assert tool('export')(['--params', str(teacher / 'last.params'), '--out',
+                           str(tmp_path / 'onnx'), '--format', 'onnx']) == 2
+    err = capsys.readouterr().err
+    assert 'ONNX export of a Faster R-CNN fails at' in err and '--format mxnet' in err
+    assert not (tmp_path / 'onnx' / 'model.onnx').exists()
+
+
+def test_numpy_rpn_targets_equal_gluoncv(synthetic_root):
+    """The loader's transform (RPN targets in NumPy, bench/rpn_targets.py) gives GluonCV's
+    FasterRCNNDefaultTrainTransform output exactly: image, boxes, the same sampled anchors."""
+    from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
+    from gluon_distill.data.datasets import load_split
+    from gluon_distill.data.rcnn_targets import RCNNTrainTransform
+    from gluon_distill.data.voc import DetectionDataset
+    cfg = config_from({'model.family': 'faster_rcnn', 'model.network': 'tiny',
+                       'model.data_shape': 128, 'model.max_size': 192, 'model.width': 16})
+    records, classes, _ = load_split(synthetic_root, 'train', None, cfg.data, False)
+    dataset = DetectionDataset(records[:12], classes)
+    net, _ = get_family('faster_rcnn').build(cfg.model, classes, [mx.cpu()])
+    m = cfg.model
+    theirs = FasterRCNNDefaultTrainTransform(128, 192, net, mean=tuple(m.mean),
+                                             std=tuple(m.std), ashape=net.ashape)
+    ours = RCNNTrainTransform(128, 192, net, m.mean, m.std, net.ashape)
+    positives = 0
+    for i in range(len(dataset)):
+        img, label = dataset[i]
+        np.random.seed(i)
+        a = theirs(img, label)
+        np.random.seed(i)
+        b = ours(img, label)
+        assert np.array_equal(a[0].asnumpy(), b[0].asnumpy())
+        assert np.array_equal(a[1], b[1])
+        for k in (2, 3, 4):
+            assert np.asarray(a[k][0]).shape == b[k][0].shape
+            assert np.allclose(np.asarray(a[k][0]), b[k][0], atol=1e-5)
+        positives += int((b[2][0] == 1).sum())
+    assert positives > 0
+
+
+def test_zoo_teacher_weights(monkeypatch, tmp_path):
+    """teacher.pretrained loads GluonCV's faster_rcnn_resnet50_v1b_voc file (here one saved
+    from GluonCV's own zoo constructor, random weights) into the teacher at the student's
+    input size; offline it is an error naming the file; resnet101_v1d has no VOC weights."""
+    import gluoncv.model_zoo.model_store as store
+    from gluoncv.model_zoo import faster_rcnn_resnet50_v1b_voc
+    from gluon_distill.families.faster_rcnn import load_teacher
+    zoo = faster_rcnn_resnet50_v1b_voc(pretrained=False, pretrained_base=False)
+    zoo.initialize()
+    zoo(mx.nd.zeros((1, 3, 320, 320)))
+    path = str(tmp_path / 'faster_rcnn_resnet50_v1b_voc-447328d8.params')
+    zoo.save_parameters(path)
+    monkeypatch.setattr(store, 'get_model_file', lambda name, **kw: path)
+    cfg = config_from(dict(SMALL_RPN, **{'model.family': 'faster_rcnn',
+                                         'model.network': 'resnet50_v1b',
+                                         'teacher.pretrained': True,
+                                         'teacher.network': 'faster_rcnn_resnet50_v1b_voc'}))
+    teacher = load_teacher(cfg.teacher, [mx.cpu()], cfg.model)
+    assert teacher.source == path and len(teacher.classes) == 20
+    assert teacher.arch.data_shape == 128 and teacher.arch.rpn_test_post_nms == 64
+    # every zoo parameter landed in the teacher, by structure
+    want = zoo._collect_params_with_prefix()
+    got = teacher.net._collect_params_with_prefix()
+    assert set(want) == set(got)
+    assert all(np.array_equal(want[k].data().asnumpy(), got[k].data().asnumpy())
+               for k in want)
+    assert all(p.grad_req == 'null' for p in teacher.net.collect_params().values())
+
+    def offline(name, **kwargs):
+        raise OSError('Network is unreachable')
+    monkeypatch.setattr(store, 'get_model_file', offline)
+    with pytest.raises(ModelError, match=r'zoo teacher faster_rcnn_resnet50_v1b_voc .*place the '
+                                         r'file at .*faster_rcnn_resnet50_v1b_voc-.*\.params'):
+        load_teacher(cfg.teacher, [mx.cpu()], cfg.model)
+    cfg.teacher.network = 'resnet101_v1d'
+    with pytest.raises(ModelError, match="VOC Faster R-CNN weights for resnet50_v1b only"):
+        load_teacher(cfg.teacher, [mx.cpu()], cfg.model)
+
+
+def test_mini_reproduction_rcnn_arms():
+    """The Faster R-CNN arms of bench/mini_repro.py: their own teacher (twice the student's
+    depth, same width: heads from the teacher), every setting explicit; SSD arms unchanged."""
+    from gluon_distill import mini
+    teacher = mini.teacher_config('/tmp/m', 24, family='faster_rcnn')
+    assert teacher.train.out == '/tmp/m/rcnn_teacher' and teacher.model.family == 'faster_rcnn'
+    assert (teacher.model.width, teacher.model.blocks, teacher.eval.nms_thresh) == (32, 2, 0.3)
+    for arm in ('rcnn_baseline', 'rcnn_head_only', 'rcnn_mimic', 'rcnn_fgfi', 'rcnn_gan'):
+        cfg = mini.arm_config(arm, 1, '/tmp/m', 24, '/tmp/m/rcnn_teacher/best.params')
+        assert cfg.model.family == 'faster_rcnn' and (cfg.model.width, cfg.model.blocks) == \
+            (32, 1)
+        assert cfg.train.out == '/tmp/m/{}_seed1'.format(arm) and cfg.train.lr_steps == [19]
+        if arm != 'rcnn_baseline':
+            assert cfg.teacher.params == '/tmp/m/rcnn_teacher/best.params'
+            assert cfg.distill.init_head_from_teacher
+    gan = mini.arm_config('rcnn_gan', 0, '/tmp/m', 24, 't').distill
+    assert (gan.method, gan.gan.critic, gan.gan.critic_width, gan.gan.clip) == \
+        ('gan', 'bn', 64, 0.03)
+    ssd = mini.arm_config('gan', 0, '/tmp/m', 40, 't')
+    assert ssd.model.family == 'ssd' and (ssd.model.width, ssd.model.blocks) == (16, 1)

@@ -5,7 +5,8 @@
     python tools/eval.py --params best.params --data-root ~/.mxnet/datasets/voc --split 2007_test \\
         --save-dir eval_out     # + metrics.json and devkit results files
 
-Without --data-root/--split it evaluates on the validation data the model was trained with.
+Without --data-root/--split it evaluates on the validation data the model was trained with;
+without --nms-thresh/--iou-thresh, with the NMS and IoU of its run (model.json "eval").
 The last line printed is ``mAP=0.xxxx``.
 
 On COCO-format data (a COCO root such as ~/.mxnet/datasets/coco, or any COCO JSON) it prints
@@ -34,8 +35,11 @@ def main(argv=None):
     parser.add_argument('--ctx', default='cpu', help='cpu, cpu:0,1 or gpu:0,1')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--num-workers', type=int, default=0)
-    parser.add_argument('--nms-thresh', type=float, default=0.45)
-    parser.add_argument('--iou-thresh', type=float, default=0.5)
+    parser.add_argument('--nms-thresh', type=float, default=None,
+                        help="NMS IoU threshold (default: the training run's eval.nms_thresh "
+                             "from model.json, else 0.45)")
+    parser.add_argument('--iou-thresh', type=float, default=None,
+                        help="IoU of a match (default: the run's eval.iou_thresh, else 0.5)")
     parser.add_argument('--set', action='append', default=[], metavar='data.KEY=VALUE',
                         help='override a data key, e.g. data.format=coco; repeatable')
     args = parser.parse_args(argv)

@@ -14,6 +14,11 @@ differences of raw class scores and box offsets are printed, with whether the de
 agree; a disagreement is an error (exit 2). The input is a generated batch, or with
 --verify-image the given photos, decoded as training and detect.py decode them.
 An unwritable --out stops at once, before the model is loaded (exit 2).
+
+A Faster R-CNN (tools/train_rcnn.py) exports in the MXNet format: model-symbol.json +
+model-0000.params, input one image (1, 3, H, W) resized to its short side, verified against
+the Gluon network (detections agree). --format onnx stops with the converter's reason (MXNet
+1.9.1's converter writes a graph onnxruntime cannot load, with class-agnostic NMS).
 """
 import argparse
 import sys
@@ -29,9 +34,13 @@ def main(argv=None):
     parser.add_argument('--format', action='append', choices=['mxnet', 'onnx'],
                         help='mxnet or onnx (repeat for both; default both)')
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--nms-thresh', type=float, default=0.45)
-    parser.add_argument('--nms-topk', type=int, default=400)
-    parser.add_argument('--post-nms', type=int, default=100)
+    parser.add_argument('--nms-thresh', type=float, default=None,
+                        help="default: the training run's eval.nms_thresh (model.json), "
+                             "else 0.45")
+    parser.add_argument('--nms-topk', type=int, default=None, help='default: the run\'s, '
+                        'else 400')
+    parser.add_argument('--post-nms', type=int, default=None, help='default: the run\'s, '
+                        'else 100')
     parser.add_argument('--no-verify', action='store_true', help='skip the verification run')
     parser.add_argument('--verify-image', action='append', metavar='IMAGE',
                         help='verify on this image (repeatable; decoded and resized as '
@@ -40,7 +49,9 @@ def main(argv=None):
 
     def run():
         from gluon_distill.export import export_detector, format_report
-        info = export_detector(args.params, args.out, args.format or ['mxnet', 'onnx'],
+        formats = args.format or (['mxnet'] if _kind(args.params) == 'faster_rcnn'
+                                  else ['mxnet', 'onnx'])
+        info = export_detector(args.params, args.out, formats,
                                verify=not args.no_verify, nms_thresh=args.nms_thresh,
                                nms_topk=args.nms_topk, post_nms=args.post_nms,
                                verify_images=args.verify_image)
@@ -55,6 +66,14 @@ def main(argv=None):
             print(format_report(info['verification']))
             print('verified: exported outputs match the original')
     return run_tool(run)
+
+
+def _kind(params):
+    from gluon_distill.models.io import read_model_json
+    try:
+        return read_model_json(params).get('kind')
+    except Exception:  # a missing file is reported by the export itself
+        return None
 
 
 if __name__ == '__main__':

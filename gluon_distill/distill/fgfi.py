@@ -24,7 +24,6 @@ training already has).
 import numpy as np
 
 import mxnet as mx
-from mxnet import gluon
 from mxnet.gluon import nn
 from ..engine.distributed import worker_mean_value
 from ..families.ssd import SSDFamily, TargetGroundTruth
@@ -156,19 +155,30 @@ class FGFIDistiller(Distiller):
         self._ctx_list = list(ctx_list)
         self._masks = None
 
-    def _load_masks(self, maps):
-        """The batch's masks on the devices, cropped to the paired maps' spatial size: a
-        family whose input size varies (Faster R-CNN) gives the anchors of its largest map,
+    def auxiliary(self, teacher_maps, student_maps, batch_total):
+        # every device's maps at hand: the masks are cropped per device
+        self._load_masks(teacher_maps)
+        return []
+
+    def _load_masks(self, device_maps):
+        """The batch's masks on the devices, each device's part cropped to its paired maps'
+        spatial size (``device_maps``: per device, the teacher's maps): a family whose input
+        size varies (Faster R-CNN, padded per device) gives the anchors of its largest map,
         whose top-left crop is any smaller map's; a fixed-size family (SSD) crops nothing."""
-        masks = [m[:, :, :x.shape[2], :x.shape[3]] for m, x in zip(self._host, maps)]
-        self._points = worker_mean_value(float(sum(m.sum() for m in masks)), 'fgfi_points')
-        self._masks = [gluon.utils.split_and_load(mx.nd.array(m), self._ctx_list, batch_axis=0,
-                                                  even_split=False) for m in masks]
+        n = len(self._ctx_list)
+        per = self._host[0].shape[0] // n
+        parts = [[m[i * per:(i + 1) * per, :, :maps[t].shape[2], :maps[t].shape[3]]
+                  for m, (_, t) in zip(self._host, self.pairs)]
+                 for i, maps in enumerate(device_maps)]
+        self._points = worker_mean_value(float(sum(p.sum() for d in parts for p in d)),
+                                         'fgfi_points')
+        self._masks = [[mx.nd.array(parts[i][k], ctx=ctx) for i, ctx in
+                        enumerate(self._ctx_list)] for k in range(len(self.pairs))]
 
     def loss(self, index, teacher_maps, student_maps, batch_total):
         student, teacher = self.select(student_maps, teacher_maps)
-        if self._masks is None:
-            self._load_masks(teacher)
+        if self._masks is None:  # called without auxiliary(): every device's maps as this one's
+            self._load_masks([teacher_maps] * len(self._ctx_list))
         if self._points == 0:
             return None
         adapted = self.adapt(*student)

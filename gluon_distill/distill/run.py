@@ -12,7 +12,7 @@ from ..families import get_family
 from ..models.io import write_model_json
 from ..models.ssd import ModelError
 from ..training import (prepare_run, seed_everything, run_training, run_provenance,
-                        TrainingJob, data_record, write_summary)
+                        TrainingJob, data_record, eval_record, write_summary)
 from .critics import CRITICS
 from .methods import build_distillers, parse_methods
 from .step import DistillStep
@@ -172,7 +172,7 @@ def train_distilled(cfg, argv=None):
     prov = run_provenance(run, argv)
     prov['teacher'] = {'source': os.path.abspath(teacher.source),
                        'network': teacher.arch.network}
-    extra = {'data': data_record(cfg.data)}
+    extra = {'data': data_record(cfg.data), 'eval': eval_record(cfg.eval)}
     student = plan.net
     kv = t.kvstore if len(run.ctx) > 1 else None
     names = parse_methods(d.method)

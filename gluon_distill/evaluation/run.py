@@ -54,11 +54,22 @@ def data_config_for(spec, data_root=None, split=None, overrides=()):
     return data
 
 
+def eval_settings(spec, **given):
+    """NMS and IoU settings to evaluate a saved model with: each given value (not None),
+    else the run's own (``model.json``'s ``eval``, written since the Faster R-CNN family:
+    its NMS is 0.3), else :class:`~gluon_distill.config.EvalConfig`'s default."""
+    recorded = spec.get('eval') or {}
+    default = EvalConfig()
+    return {k: v if v is not None else recorded.get(k, getattr(default, k))
+            for k, v in given.items()}
+
+
 def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_size=16,
-                    save_dir=None, num_workers=0, nms_thresh=0.45, nms_topk=400, post_nms=100,
-                    iou_thresh=0.5, progress=True, logger=None, overrides=()):
+                    save_dir=None, num_workers=0, nms_thresh=None, nms_topk=None, post_nms=None,
+                    iou_thresh=None, progress=True, logger=None, overrides=()):
     """VOC07 mAP (or, on COCO data, COCO AP) of the detector at ``params_path``; returns
-    ``(result, table_text)``. ``overrides``: see :func:`data_config_for`.
+    ``(result, table_text)``. ``overrides``: see :func:`data_config_for`. NMS and IoU settings
+    left None are the training run's (:func:`eval_settings`): the logged mAP is reproduced.
 
     With ``save_dir``: ``metrics.json`` and the devkit's ``results/comp4_det_<split>_<class>.txt``
     (COCO data: ``results.json``, the COCO results file in the JSON's image and category ids);
@@ -85,8 +96,11 @@ def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_si
     else:
         evaluator = None
     bar = tqdm(total=len(dataset), desc='eval', leave=False, disable=None if progress else True)
-    settings = EvalConfig(iou_thresh=iou_thresh, nms_thresh=nms_thresh, nms_topk=nms_topk,
-                          post_nms=post_nms, batch_size=batch_size)
+    chosen = eval_settings(spec, iou_thresh=iou_thresh, nms_thresh=nms_thresh,
+                           nms_topk=nms_topk, post_nms=post_nms)
+    logger.info('NMS %g (top %d before, %d after), IoU %g', chosen['nms_thresh'],
+                chosen['nms_topk'], chosen['post_nms'], chosen['iou_thresh'])
+    settings = EvalConfig(batch_size=batch_size, **chosen)
     result, evaluator = family_of_spec(spec).evaluate(net, dataset, spec, ctx_list, settings,
                                                       classes, evaluator, num_workers, bar)
     bar.close()

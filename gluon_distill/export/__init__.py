@@ -20,6 +20,10 @@ Files written to ``OUT``:
 ``deploy.json``
     classes, input size, mean/std, files, opset, verification report.
 
+A Faster R-CNN (``model.json`` kind ``faster_rcnn``) goes through :mod:`.rcnn`: the MXNet
+format only (one image ``(1, 3, H, W)`` per call, any size), verified on one image; ONNX is
+refused with the converter's reason.
+
 Modules: :mod:`.graph` (the raw SSD graph, adapter folding, symbol capture),
 :mod:`.mxnet_format`, :mod:`.onnx_format` (ONNX with its own NMS; its docstring records the
 converter findings), :mod:`.verify`, :mod:`.cost` and :mod:`.run` (:func:`export_detector`).

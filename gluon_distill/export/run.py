@@ -20,12 +20,14 @@ def image_input(paths, data_shape, mean, std):
                            for p in paths]).astype(np.float32)
 
 
-def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms_thresh=0.45,
-                    nms_topk=400, post_nms=100, net=None, spec=None, verify_images=None):
+def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms_thresh=None,
+                    nms_topk=None, post_nms=None, net=None, spec=None, verify_images=None):
     """Export the detector at ``params`` (or the given ``net``/``spec``) to ``out_dir``.
 
     ``out_dir`` is checked writable first. Verification runs on :func:`verify_input`, or on
-    the image files ``verify_images`` (:func:`image_input`). Returns the ``deploy.json``
+    the image files ``verify_images`` (:func:`image_input`). NMS settings left None are the
+    training run's (``model.json``'s ``eval``), else 0.45 / 400 / 100. A Faster R-CNN goes
+    through :mod:`.rcnn` (MXNet format; one image per call). Returns the ``deploy.json``
     content (files, folding, opset, verification report).
     """
     formats = [formats] if isinstance(formats, str) else list(formats)
@@ -36,6 +38,13 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
     if net is None:
         from ..models.io import load_detector
         net, spec = load_detector(params)
+    from ..evaluation.run import eval_settings
+    chosen = eval_settings(spec, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
+    nms_thresh, nms_topk, post_nms = chosen['nms_thresh'], chosen['nms_topk'], chosen['post_nms']
+    if spec['kind'] == 'faster_rcnn':
+        return _export_rcnn(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
+                                                                   post_nms), verify,
+                            verify_images)
     original = net
     ship, folded = deployable(net, spec)
     nms = (nms_thresh, nms_topk, post_nms)
@@ -74,3 +83,26 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
     atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
     return info
 
+
+
+def _export_rcnn(params, net, spec, out_dir, formats, nms, verify, verify_images):
+    from .rcnn import export_rcnn
+    os.makedirs(out_dir, exist_ok=True)
+    files, rows = export_rcnn(net, spec, out_dir, formats, nms, verify, verify_images)
+    info = {
+        'source': os.path.abspath(params) if params else None,
+        'kind': spec['kind'], 'adapters_folded': False,
+        'classes': list(spec['classes']), 'data_shape': spec['data_shape'],
+        'max_size': spec['max_size'], 'mean': list(spec['mean']), 'std': list(spec['std']),
+        'nms': {'thresh': nms[0], 'topk': nms[1], 'post_nms': nms[2]},
+        'files': {k: os.path.basename(v) for k, v in files.items()},
+        'input': 'data: (1, 3, H, W) float32, RGB, (pixel / 255 - mean) / std, one image '
+                 'resized to a short side of {} px within {} px'.format(spec['data_shape'],
+                                                                        spec['max_size']),
+        'outputs': 'ids, scores (1, P, 1), boxes (1, P, 4) corner pixels of the input; -1 '
+                   'rows are padding',
+    }
+    if rows is not None:
+        info['verification'] = rows
+    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
+    return info

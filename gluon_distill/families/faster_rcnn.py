@@ -2,13 +2,15 @@
 
 Training follows GluonCV's ``scripts/detection/faster_rcnn/train_faster_rcnn.py``: images
 resized to a short side (``model.data_shape``, 600) within ``model.max_size`` (1000) and
-flipped, RPN targets made in the data workers (``FasterRCNNDefaultTrainTransform`` +
+flipped, RPN targets made in the data workers (``FasterRCNNDefaultTrainTransform``'s output,
+computed in NumPy by :class:`~gluon_distill.data.rcnn_targets.RCNNTrainTransform`, +
 ``FasterRCNNTrainBatchify``), the loss of its ``ForwardBackwardTask``. Validation: one image
 per call at the test size, boxes back in the original pixels, the same VOC07 evaluator as SSD.
 
 Distillation pairs the student's C4 map with the teacher's (``features``: conv1..layer3, 1024
 channels for ResNet50 and ResNet101, so no adapter is needed between them).
 """
+import copy
 import os
 
 import numpy as np
@@ -16,15 +18,16 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 from gluoncv.data.batchify import FasterRCNNTrainBatchify
-from gluoncv.data.transforms.presets.rcnn import (FasterRCNNDefaultTrainTransform,
-                                                  FasterRCNNDefaultValTransform)
+from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultValTransform
 
-from ..data.loader import EpochSampler, IndexedValDataset, SeededTransformDataset
+from ..data.rcnn_targets import RCNNTrainTransform
+from ..data.loader import IndexedValDataset, SeededTransformDataset, train_batch_sampler
 from ..evaluation.inference import clip_boxes
 from ..models.io import load_detector, load_start_params, model_spec, read_model_json
 from ..models.ssd import ModelError
 from ..models.faster_rcnn import (RCNNLoss, RCNNTrainForward, TeacherMaps, build_faster_rcnn,
-                                  c4_shape, resolve_arch, rpn_anchors, arch_from_dict)
+                                  c4_shape, resolve_arch, rpn_anchors, arch_from_dict,
+                                  sampler_draws)
 from .base import DetectorFamily, DeviceBatch
 
 #: GluonCV's VOC recipe (train_faster_rcnn.py --dataset voc), what tools/train_rcnn.py starts
@@ -41,24 +44,46 @@ RECIPE = {
 }
 
 
-class _Unshard:
-    """GluonCV's batchify with one shard, as plain arrays: ``images (B, 3, H, W)`` (padded to
-    the batch's largest), ``labels (B, M, 6)`` (-1 padding), ``rpn_cls_targets (B, N)``,
-    ``rpn_box_targets``, ``rpn_box_masks (B, N, 4)``."""
+class _TrainTransform:
+    """The training transform (resize, flip, RPN targets) plus the RoI sampler's uniform
+    draws for the image, from the per-sample seeded NumPy generator."""
+
+    def __init__(self, transform, draws):
+        self.transform = transform
+        self.draws = draws
+
+    def __call__(self, img, label):
+        out = self.transform(img, label)
+        return tuple(out) + (np.random.uniform(size=self.draws).astype(np.float32),)
+
+
+class _Batchify:
+    """GluonCV's batchify (one shard: images padded to the batch's largest, labels with -1
+    rows, RPN targets laid on the padded map) plus ``sizes (B, 2)`` (each image's height and
+    width before padding) and the sampler's draws ``rand (B, R)``: a batch is ``(images,
+    labels, rpn_cls_targets, rpn_box_targets, rpn_box_masks, sizes, rand)``."""
 
     def __init__(self, net):
         self.batchify = FasterRCNNTrainBatchify(net, 1)
 
     def __call__(self, data):
-        # one shard: images and labels come as arrays, the RPN targets as 1-tuples
-        return tuple(x if isinstance(x, mx.nd.NDArray) else x[0] for x in self.batchify(data))
+        sizes = np.array([d[0].shape[1:] for d in data], np.int32)
+        rand = np.stack([d[5] for d in data])
+        batch = [x if isinstance(x, mx.nd.NDArray) else x[0]
+                 for x in self.batchify([d[:5] for d in data])]
+        return tuple(batch) + (mx.nd.array(sizes, dtype='int32'), mx.nd.array(rand))
 
 
 class RCNNTrainLoader:
-    """Training batches of a Faster R-CNN, seeded per sample as the SSD loaders are
-    (:class:`~gluon_distill.data.loader.EpochSampler`); incomplete last batches dropped.
-    ``prepare(batch)``: a :class:`DeviceBatch` with forward inputs ``(gt_box (B_d, M, 4),
-    gt_label (B_d, M, 1))`` and targets ``(rpn_cls_targets, rpn_box_targets, rpn_box_masks)``.
+    """Training batches of a Faster R-CNN, seeded per sample as the SSD loaders are, drawn by
+    :func:`~gluon_distill.data.loader.train_batch_sampler` (in a distributed job, this
+    worker's shard of each global batch); incomplete last batches dropped.
+
+    ``prepare(batch)``: a :class:`DeviceBatch` with forward inputs ``(gt_box (B_d, M_d, 4),
+    gt_label (B_d, M_d, 1), rand)`` and targets ``(rpn_cls_targets, rpn_box_targets,
+    rpn_box_masks)``. Each device's images are padded to the largest of *its* images (and its
+    labels to its largest box count), as GluonCV's script shards them: a device (or a worker
+    of a distributed job) then sees the same arrays whichever other images share the batch.
     """
 
     def __init__(self, dataset, net, batch_size, mean, std, ctx_list, seed=0, num_workers=0):
@@ -66,14 +91,15 @@ class RCNNTrainLoader:
             raise ValueError('the training set has {} images, fewer than one batch of {}'.format(
                 len(dataset), batch_size))
         self.ctx_list = list(ctx_list)
-        transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net,
-                                                    mean=tuple(mean), std=tuple(std),
-                                                    ashape=net.ashape)
-        self.sampler = EpochSampler(len(dataset), seed)
-        batch_sampler = gluon.data.BatchSampler(self.sampler, batch_size, 'discard')
+        self._feat = net.features(mx.sym.var('data'))
+        self._maps = {}
+        # GluonCV's transform, with the RPN targets in NumPy (same output, bench/rpn_targets.py)
+        transform = RCNNTrainTransform(net.short, net.max_size, net, mean, std, net.ashape)
+        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
         self.loader = gluon.data.DataLoader(
-            SeededTransformDataset(dataset, transform, seed), batch_sampler=batch_sampler,
-            batchify_fn=_Unshard(net), num_workers=num_workers)
+            SeededTransformDataset(dataset, _TrainTransform(transform, sampler_draws(net.arch)),
+                                   seed),
+            batch_sampler=batch_sampler, batchify_fn=_Batchify(net), num_workers=num_workers)
 
     def epoch(self, epoch):
         self.sampler.set_epoch(epoch)
@@ -82,13 +108,39 @@ class RCNNTrainLoader:
     def __len__(self):
         return len(self.loader)
 
+    def map_size(self, height, width):
+        """``(H, W)`` of the C4 map of a ``height`` x ``width`` input."""
+        key = (int(height), int(width))
+        if key not in self._maps:
+            shape = self._feat.infer_shape(data=(1, 3) + key)[1][0]
+            self._maps[key] = tuple(shape[2:])
+        return self._maps[key]
+
     def prepare(self, batch):
-        images, labels, cls_t, box_t, mask = [
-            gluon.utils.split_and_load(x, self.ctx_list, batch_axis=0, even_split=False)
-            for x in batch]
-        gt_box = [y.slice_axis(axis=-1, begin=0, end=4) for y in labels]
-        gt_label = [y.slice_axis(axis=-1, begin=4, end=5) for y in labels]
-        return DeviceBatch(images, (gt_box, gt_label), (cls_t, box_t, mask))
+        images, labels, cls_t, box_t, mask, sizes, rand = batch
+        n = len(self.ctx_list)
+        per = images.shape[0] // n
+        sizes = sizes.asnumpy()
+        full = self.map_size(*images.shape[2:])
+        anchors = cls_t.shape[1] // (full[0] * full[1])
+        valid = (labels.asnumpy()[:, :, 4] >= 0).sum(axis=1)
+        out = [[] for _ in range(7)]
+        for i, ctx in enumerate(self.ctx_list):
+            lo, hi = i * per, (i + 1) * per
+            h, w = sizes[lo:hi].max(axis=0)
+            fh, fw = self.map_size(h, w)
+            boxes = max(int(valid[lo:hi].max()), 1)
+
+            def crop_map(t, last):
+                t = t[lo:hi].reshape((per, full[0], full[1], -1))
+                return t[:, :fh, :fw, :].reshape((per, fh * fw * anchors) + last)
+            y = labels[lo:hi, :boxes]
+            parts = [images[lo:hi, :, :h, :w], y.slice_axis(axis=-1, begin=0, end=4),
+                     y.slice_axis(axis=-1, begin=4, end=5), rand[lo:hi],
+                     crop_map(cls_t, ()), crop_map(box_t, (4,)), crop_map(mask, (4,))]
+            for k, part in enumerate(parts):
+                out[k].append(part.as_in_context(ctx))
+        return DeviceBatch(out[0], tuple(out[1:4]), tuple(out[4:]))
 
 
 def batch_ground_truth(batch):
@@ -169,12 +221,60 @@ def copy_heads(source, target):
             p_dst.set_data(p_src.data(p_src.list_ctx()[0]))
 
 
-def load_teacher(tcfg, ctx):
+#: GluonCV's VOC Faster R-CNN weights (trained on VOC07+12 trainval, 78.3 mAP); there are
+#: none for resnet101_v1d
+ZOO_VOC_WEIGHTS = {'resnet50_v1b': 'faster_rcnn_resnet50_v1b_voc'}
+VOC_CLASSES = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
+               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor']
+
+
+def zoo_teacher(tcfg, model_cfg, ctx):
+    """The zoo's VOC Faster R-CNN as a frozen teacher (``teacher.pretrained``;
+    ``teacher.network`` ``resnet50_v1b`` or ``faster_rcnn_resnet50_v1b_voc``), built at the
+    student's input size; offline, an error naming the file to place by hand."""
+    from ..models.ssd import zoo_download_hint
+    network = tcfg.network or 'resnet50_v1b'
+    if network.startswith('faster_rcnn_'):
+        network = network[len('faster_rcnn_'):].rsplit('_voc', 1)[0]
+    if network not in ZOO_VOC_WEIGHTS:
+        raise ModelError('teacher.pretrained: GluonCV has VOC Faster R-CNN weights for {} only, '
+                         'not for {!r} (train it with tools/train_rcnn.py and pass '
+                         '--teacher-params)'.format(', '.join(ZOO_VOC_WEIGHTS), tcfg.network))
+    name = ZOO_VOC_WEIGHTS[network]
+    try:
+        from gluoncv.model_zoo.model_store import get_model_file
+        path = get_model_file(name)
+    except Exception as e:  # offline: several exception types
+        raise ModelError('could not get the zoo teacher {} ({}: {}); offline, download it '
+                         'elsewhere and place the file at {}, or pass --teacher-params '
+                         'FILE'.format(name, type(e).__name__,
+                                       str(e).splitlines()[0][:120] if str(e) else '',
+                                       zoo_download_hint(name))) from e
+    # the zoo's preset (RoIAlign) at the student's input size and RPN settings
+    teacher_model = copy.copy(model_cfg)
+    teacher_model.network, teacher_model.roi_mode = network, 'align'
+    arch = resolve_arch(teacher_model)
+    net = build_faster_rcnn(arch, VOC_CLASSES, False, ctx)
+    try:
+        net.load_parameters(path, ctx=ctx, ignore_extra=True)
+    except (AssertionError, mx.base.MXNetError, ValueError) as e:
+        raise ModelError('zoo teacher weights {} do not fit {}: {}'.format(
+            path, network, str(e).splitlines()[0][:300]))
+    for p in net.collect_params().values():
+        p.grad_req = 'null'
+    return Teacher(net, arch, VOC_CLASSES, model_cfg.mean, model_cfg.std, path)
+
+
+def load_teacher(tcfg, ctx, model_cfg=None):
     """The Faster R-CNN teacher of a ``teacher`` config section (its ``params`` with
-    ``model.json``), frozen."""
+    ``model.json``, or with ``pretrained`` the zoo's VOC weights), frozen."""
+    if not tcfg.params and tcfg.pretrained:
+        return zoo_teacher(tcfg, model_cfg, ctx)
     if not tcfg.params:
         raise ModelError('no teacher: give --teacher-params FILE (a Faster R-CNN trained with '
-                         'tools/train_rcnn.py; GluonCV publishes no VOC07-only weights)')
+                         'tools/train_rcnn.py; GluonCV publishes no VOC07-only weights) or '
+                         '--teacher-pretrained (faster_rcnn_resnet50_v1b_voc, VOC07+12)')
     if not os.path.exists(tcfg.params):
         raise ModelError('teacher.params: no file at {}'.format(tcfg.params))
     spec = read_model_json(tcfg.params)
@@ -242,7 +342,7 @@ class FasterRCNNFamily(DetectorFamily):
 
     def distillation_plan(self, cfg, classes, ctx):
         m = cfg.model
-        teacher = load_teacher(cfg.teacher, ctx)
+        teacher = load_teacher(cfg.teacher, ctx, m)
         problems = []
         if teacher.classes != list(classes):
             problems.append('classes: teacher {} vs data {}'.format(teacher.classes, classes))

@@ -49,6 +49,7 @@ class RCNNArch:
     num_sample: int = 128
     max_num_gt: int = 100
     width: int = 64
+    blocks: int = 1
     family: str = 'faster_rcnn'
 
     @property
@@ -83,6 +84,8 @@ def resolve_arch(model_cfg):
         raise ModelError('model.network: a Faster R-CNN backbone is one of {}, got {!r}'.format(
             ', '.join(NETWORKS), m.network))
     preset = dict(TINY_PRESET) if m.network == 'tiny' else {}
+    if m.network == 'tiny':
+        preset['blocks'] = m.blocks
     arch = RCNNArch(network=m.network, data_shape=m.data_shape, max_size=m.max_size,
                     roi_mode=m.roi_mode, width=m.width, **preset)
     for key, name in (('rpn_train_pre_nms', 'rpn_train_pre_nms'),
@@ -130,14 +133,16 @@ def check_arch(arch):
 
 
 class TinyBackbone(nn.HybridSequential):
-    """Four stride-2 3x3 convolutions (BatchNorm, ReLU) to ``width`` channels at stride 16."""
+    """Four stages to ``width`` channels at stride 16, each a stride-2 3x3 convolution and
+    ``blocks - 1`` stride-1 ones (BatchNorm, ReLU)."""
 
-    def __init__(self, width=64, **kwargs):
+    def __init__(self, width=64, blocks=1, **kwargs):
         super(TinyBackbone, self).__init__(**kwargs)
         with self.name_scope():
             for c in (max(width // 4, 8), max(width // 2, 8), width, width):
-                self.add(nn.Conv2D(c, 3, 2, 1, use_bias=False), nn.BatchNorm(),
-                         nn.Activation('relu'))
+                for b in range(max(blocks, 1)):
+                    self.add(nn.Conv2D(c, 3, 2 if b == 0 else 1, 1, use_bias=False),
+                             nn.BatchNorm(), nn.Activation('relu'))
 
 
 def _zoo_parts(network, pretrained_base):
@@ -177,7 +182,7 @@ def build_faster_rcnn(arch, classes, pretrained_base=False, ctx=None):
     from gluoncv.model_zoo.rcnn.faster_rcnn import get_faster_rcnn
     ctx = ctx or [mx.cpu()]
     if arch.network == 'tiny':
-        features = TinyBackbone(arch.width, prefix='tinyrcnn_')
+        features = TinyBackbone(arch.width, arch.blocks, prefix='tinyrcnn_')
         top_features = nn.HybridSequential(prefix='tinytop_')
         with top_features.name_scope():
             top_features.add(nn.Conv2D(2 * arch.width, 3, 1, 1), nn.Activation('relu'))
@@ -204,6 +209,12 @@ def build_faster_rcnn(arch, classes, pretrained_base=False, ctx=None):
         net.initialize(default_initializer(), ctx=ctx)
     with autograd.predict_mode():  # shapes of deferred parameters, before any trainer
         net(mx.nd.zeros((1, 3, arch.data_shape, arch.data_shape), ctx=ctx[0]))
+    for p in net.collect_params().values():
+        # that inference pass may leave weights in MKL-DNN's layout, which a distributed
+        # KVStore cannot send ("We can't generate TBlob for MKLDNN data"); so
+        # plain layout: new arrays (set_data would copy into the MKL-DNN ones)
+        with autograd.pause():
+            p._init_impl(mx.nd.array(p.data(ctx[0]).asnumpy(), dtype=p.dtype), p.list_ctx())
     for p in net.collect_params().values():
         if p.grad_req != 'null':  # statistics and constants stay as they are
             p.grad_req = 'null' if patterns else 'write'
@@ -234,9 +245,82 @@ def rpn_anchors(net, side, ctx=None):
     return np.concatenate([centre, size], 1).reshape((side, side, -1, 4))
 
 
+def sampler_draws(arch):
+    """Uniform draws per image the RoI sampler needs (proposals + ground-truth slots)."""
+    return arch.rpn_train_post_nms + arch.max_num_gt
+
+
+def _sampler_base():
+    from gluoncv.model_zoo.rcnn.faster_rcnn.rcnn_target import RCNNTargetSampler
+    return RCNNTargetSampler
+
+
+class SeededRCNNSampler(_sampler_base()):
+    """GluonCV's ``RCNNTargetSampler`` whose shuffle of the proposals comes from an input
+    ``rand (B, num_proposal + max_num_gt)`` (drawn per image by the loader's seeded
+    workers) instead of ``F.random.uniform``.
+
+    MXNet has one random stream for all CPU devices of a process, drawn in the order the
+    devices run: with it, the RoIs device 1 samples in one process differ from those a second
+    worker samples on its own device, and a job over workers cannot equal one process. With
+    the draws made per image, the sampling depends on the image alone."""
+
+    def hybrid_forward(self, F, rois, scores, gt_boxes, rand):
+        out_rois, out_samples, out_matches = [], [], []
+        with autograd.pause():
+            for i in range(self._num_image):
+                def image(a):
+                    return F.squeeze(F.slice_axis(a, axis=0, begin=i, end=i + 1), axis=0)
+                roi, score, gt_box = image(rois), image(scores), image(gt_boxes)
+                gt_score = F.sign(F.sum(gt_box, axis=-1, keepdims=True) + 1)
+                all_roi = F.concat(roi, gt_box, dim=0)
+                all_score = F.concat(score, gt_score, dim=0).squeeze(axis=-1)
+                ious = F.contrib.box_iou(all_roi, gt_box, format='corner')
+                best = ious.max(axis=-1)
+                match = ious.argmax(axis=-1)
+                # 3 positive, 2 negative, 0 ignored (padding, invalid proposals)
+                mask = F.where(all_score < 0, F.zeros_like(best), F.ones_like(best) * 2)
+                mask = F.where(best >= self._pos_iou_thresh, F.ones_like(mask) * 3, mask)
+                shuffle = F.argsort(F.slice_like(image(rand), match))
+                mask = F.take(mask, shuffle)
+                match = F.take(match, shuffle)
+                # positives first (at most max_pos), in shuffled order
+                order = F.slice_axis(F.argsort(mask, is_ascend=False), axis=0, begin=0,
+                                     end=self._max_pos)
+                pos_index = F.take(shuffle, order)
+                pos_sample = F.take(mask, order)
+                pos_match = F.take(match, order)
+                pos_sample = F.where(pos_sample == 3, F.ones_like(pos_sample), pos_sample)
+                pos_sample = F.where(pos_sample == 2, -F.ones_like(pos_sample), pos_sample)
+                # then negatives from the rest (4 negative > 3 positive > 0 ignored)
+                rest = F.slice_axis(shuffle, axis=0, begin=self._max_pos, end=None)
+                rest_mask = F.slice_axis(mask, axis=0, begin=self._max_pos, end=None)
+                rest_match = F.slice_axis(match, axis=0, begin=self._max_pos, end=None)
+                rest_mask = F.where(rest_mask == 2, F.ones_like(rest_mask) * 4, rest_mask)
+                order = F.slice_axis(F.argsort(rest_mask, is_ascend=False), axis=0, begin=0,
+                                     end=self._num_sample - self._max_pos)
+                neg_index = F.take(rest, order)
+                neg_sample = F.take(rest_mask, order)
+                neg_match = F.take(rest_match, order)
+                neg_sample = F.where(neg_sample == 3, F.ones_like(neg_sample), neg_sample)
+                neg_sample = F.where(neg_sample == 4, -F.ones_like(neg_sample), neg_sample)
+                index = F.concat(pos_index, neg_index, dim=0)
+                samples = F.concat(pos_sample, neg_sample, dim=0)
+                matches = F.concat(pos_match, neg_match, dim=0)
+                picked = all_roi.take(index)
+                x1, y1, x2, y2 = F.split(picked, axis=-1, num_outputs=4, squeeze_axis=True)
+                by_area = F.argsort((x2 - x1) * (y2 - y1))
+                out_rois.append(picked.take(by_area))
+                out_samples.append(samples.take(by_area))
+                out_matches.append(matches.take(by_area))
+            return (F.stack(*out_rois, axis=0), F.stack(*out_samples, axis=0),
+                    F.stack(*out_matches, axis=0))
+
+
 class RCNNTrainForward(nn.HybridBlock):
-    """The training pass of a GluonCV ``FasterRCNN`` from its parts: ``(x, gt_box, gt_label)
-    -> [C4 map] + head outputs``.
+    """The training pass of a GluonCV ``FasterRCNN`` from its parts: ``(x, gt_box, gt_label,
+    rand) -> [C4 map] + head outputs`` (``rand``: the RoI sampler's per-image uniform draws,
+    :class:`SeededRCNNSampler`).
 
     Head outputs (what :class:`RCNNLoss` takes): ``cls_pred (B, S, C+1)``, ``box_pred (B, P,
     C, 4)``, ``rpn_score (B, N, 1)`` and ``rpn_box (B, N, 4)`` (raw RPN outputs), and the RCNN
@@ -244,14 +328,13 @@ class RCNNTrainForward(nn.HybridBlock):
     4)``. With ``with_features`` the C4 map (through ``adapters`` when given) comes first.
 
     The RoI sampler and target generator are this block's own, sized by the images per
-    device of the first batch (GluonCV's fix them when the network is built).
+    device of the batch (GluonCV's fix them when the network is built).
     """
     num_head_outputs = 7
 
     def __init__(self, net, adapters=None, with_features=False, **kwargs):
         super(RCNNTrainForward, self).__init__(**kwargs)
-        from gluoncv.model_zoo.rcnn.faster_rcnn.rcnn_target import (RCNNTargetSampler,
-                                                                    RCNNTargetGenerator)
+        from gluoncv.model_zoo.rcnn.faster_rcnn.rcnn_target import RCNNTargetGenerator
         self.net = net
         self.register_child(net, 'net')
         self.adapters = adapters
@@ -260,7 +343,7 @@ class RCNNTrainForward(nn.HybridBlock):
         self.with_features = with_features
         arch = net.arch
         with self.name_scope():
-            self.sampler = RCNNTargetSampler(
+            self.sampler = SeededRCNNSampler(
                 num_image=1, num_proposal=net.rpn._train_post_nms, num_sample=arch.num_sample,
                 pos_iou_thresh=0.5, pos_ratio=0.25, max_num_gt=arch.max_num_gt)
             self.targets = RCNNTargetGenerator(net.num_class, self.sampler._max_pos, 1)
@@ -280,13 +363,13 @@ class RCNNTrainForward(nn.HybridBlock):
             self.set_images(x.shape[0])
         return super(RCNNTrainForward, self).forward(x, *args)
 
-    def hybrid_forward(self, F, x, gt_box, gt_label):
+    def hybrid_forward(self, F, x, gt_box, gt_label, rand):
         net = self.net
         images = self.images
         num_sample = net._num_sample
         feat = net.features(x)
         rpn_score, rpn_box, raw_score, raw_box, _ = net.rpn(F.zeros_like(x), feat)
-        rois, samples, matches = self.sampler(rpn_box, rpn_score, gt_box)
+        rois, samples, matches = self.sampler(rpn_box, rpn_score, gt_box, rand)
         with autograd.pause():
             batch_id = F.repeat(F.arange(0, images), num_sample)
             roi = F.stop_gradient(F.concat(batch_id.reshape((-1, 1)), rois.reshape((-1, 4)),
