@@ -435,3 +435,56 @@ def test_mini_reproduction_rcnn_arms():
         ('gan', 'bn', 64, 0.03)
     ssd = mini.arm_config('gan', 0, '/tmp/m', 40, 't')
     assert ssd.model.family == 'ssd' and (ssd.model.width, ssd.model.blocks) == (16, 1)
+
+
+def test_gan_gradient_reaches_the_student_backbone_and_not_the_teacher(teacher, synthetic_root,
+                                                                       tmp_path):
+    """One GAN step with the detection loss zeroed: the adversarial term alone moves the
+    student's C4 backbone (the paired map), not its layer4 or heads, and never the teacher."""
+    import logging
+    import mxnet as mx
+    from gluon_distill.data.datasets import build_datasets
+    from gluon_distill.distill.methods import build_distillers
+    from gluon_distill.distill.step import DistillStep
+    from gluon_distill.engine.steps import make_trainer
+    ctx = [mx.cpu()]
+    cfg = rcnn_config(synthetic_root, tmp_path / 's', **{
+        'teacher.params': str(teacher / 'last.params'), 'distill.method': 'gan',
+        'distill.gan.critic_width': 16, 'train.ctx': 'cpu', 'train.batch_size': 2})
+    family = get_family('faster_rcnn')
+    data = build_datasets(cfg.data, logging.getLogger('test'), progress=False)
+    t, plan = family.distillation_plan(cfg, data.classes, ctx)
+    distillers, params = build_distillers(cfg.distill, plan, ctx, None,
+                                          list(plan.net.collect_params().values()),
+                                          cfg.model.data_shape, family)
+    detection_loss = family.loss()
+
+    def zero_detection_loss(outputs, targets):
+        totals, parts = detection_loss(outputs, targets)
+        return [0 * total for total in totals], parts
+    loader = family.train_loader(data.train, plan.net, cfg, ctx)
+    step = DistillStep(plan.net, family.teacher_forward(t), ctx,
+                       make_trainer(params, 'sgd', lr=0.1, momentum=0.0, wd=0.0, kvstore=None),
+                       distillers, plan.critic_adapters, loss=zero_detection_loss,
+                       prepare=loader.prepare,
+                       forward=family.feature_forward(plan.net, plan.critic_adapters))
+
+    def values(block):
+        return {k: p.data().asnumpy().copy() for k, p in block.collect_params().items()
+                if p.grad_req != 'null'}
+    before = {name: values(block) for name, block in [
+        ('backbone', plan.net.features), ('layer4', plan.net.top_features),
+        ('rpn', plan.net.rpn)]}
+    teacher_before = {k: p.data().asnumpy().copy()
+                      for k, p in t.net.collect_params().items()}
+    batches = iter(loader.epoch(0))
+    for _ in range(2):
+        out = step.run_step(next(batches))
+        assert out['finite']
+    moved = {name: sum(not np.array_equal(v, values(block)[k]) for k, v in before[name].items())
+             for name, block in [('backbone', plan.net.features),
+                                 ('layer4', plan.net.top_features), ('rpn', plan.net.rpn)]}
+    assert moved['backbone'] > 0, moved
+    assert moved['layer4'] == 0 and moved['rpn'] == 0, moved
+    for k, p in t.net.collect_params().items():
+        np.testing.assert_array_equal(p.data().asnumpy(), teacher_before[k], err_msg=k)
