@@ -450,6 +450,29 @@ def two_workers(tool, args, tmp_path, popen=False):
     return result
 
 
+def horovod_ranks(tool, args, tmp_path):
+    """``tool`` on 2 Horovod ranks, through the launcher (horovodrun would take the tools'
+    ``--network`` for its own option)."""
+    argv = [sys.executable, '-m', 'gluon_distill.launch', '--horovod', '-n', '2', '--',
+            sys.executable, str(REPO / 'tools' / tool)] + args + ['--horovod']
+    result = subprocess.run(argv, cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
+                            text=True, timeout=TRAIN_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return result
+
+
+GAN_FGFI = ['--set', 'distill.method=gan+fgfi', '--set', 'distill.fgfi.warmup_iters=1']
+
+
+def gan_fgfi_one_process(tmp_path, reference):
+    """The distillation arguments and the folder of the one-process (cpu:0,1) reference run."""
+    extra = ['--teacher-params', str(reference / 'one' / 'last.params')] + GAN_FGFI
+    one = tmp_path / 'one'
+    one_process('train_distill.py', tiny_run_args(reference / 'data', one, 1, 'cpu:0,1', extra),
+                tmp_path)
+    return extra, one
+
+
 def max_difference(path_a, path_b):
     """The largest absolute difference of the parameters in two ``.params`` or checkpoint
     files (a checkpoint's optimizer states are pickles: a KVStore-held optimizer pickles
@@ -509,11 +532,7 @@ def test_ssd_two_workers_equal_one_process_and_resume(tmp_path, reference):
 
 
 def test_gan_distillation_two_workers_equal_one_process(tmp_path, reference):
-    extra = ['--teacher-params', str(reference / 'one' / 'last.params'),
-             '--set', 'distill.method=gan+fgfi', '--set', 'distill.fgfi.warmup_iters=1']
-    one = tmp_path / 'one'
-    one_process('train_distill.py', tiny_run_args(reference / 'data', one, 1, 'cpu:0,1', extra),
-                tmp_path)
+    extra, one = gan_fgfi_one_process(tmp_path, reference)
     out = tmp_path / 'dist'
     result = two_workers('train_distill.py',
                          tiny_run_args(reference / 'data', out, 1, 'cpu', extra), tmp_path)
@@ -583,13 +602,7 @@ def test_batch_size_must_split_over_workers_and_devices():
                                                'see README "Across machines") is not installed')
 def test_horovod_ssd_two_ranks_equal_one_process(tmp_path, reference):
     out = tmp_path / 'hvd'
-    # through the launcher: horovodrun would take the tools' --network for its own option
-    result = subprocess.run([sys.executable, '-m', 'gluon_distill.launch', '--horovod', '-n', '2',
-                             '--', sys.executable, str(REPO / 'tools' / 'train_ssd.py')] +
-                            tiny_run_args(reference / 'data', out, 2, 'cpu', ['--horovod']),
-                            cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
-                            text=True, timeout=TRAIN_TIMEOUT)
-    assert result.returncode == 0, result.stderr
+    horovod_ranks('train_ssd.py', tiny_run_args(reference / 'data', out, 2, 'cpu'), tmp_path)
     assert max_difference(out / 'last.params', reference / 'one' / 'last.params') <= 1e-5
 
 
@@ -616,17 +629,8 @@ def test_horovod_job_passes_the_command_outside_horovodrun_options(tmp_path):
 def test_horovod_gan_distillation_two_ranks_equal_one_process(tmp_path, reference):
     """Every trainer of a distillation (student, critics, FGFI's layers) under Horovod: one
     tensor name prefix per trainer, the same result as one process with two contexts."""
-    extra = ['--teacher-params', str(reference / 'one' / 'last.params'),
-             '--set', 'distill.method=gan+fgfi', '--set', 'distill.fgfi.warmup_iters=1']
-    one = tmp_path / 'one'
-    one_process('train_distill.py', tiny_run_args(reference / 'data', one, 1, 'cpu:0,1', extra),
-                tmp_path)
+    extra, one = gan_fgfi_one_process(tmp_path, reference)
     out = tmp_path / 'hvd'
-    result = subprocess.run([sys.executable, '-m', 'gluon_distill.launch', '--horovod', '-n', '2',
-                             '--', sys.executable, str(REPO / 'tools' / 'train_distill.py')] +
-                            tiny_run_args(reference / 'data', out, 1, 'cpu',
-                                          extra + ['--horovod']),
-                            cwd=str(REPO), env=tool_env(tmp_path), capture_output=True,
-                            text=True, timeout=TRAIN_TIMEOUT)
-    assert result.returncode == 0, result.stderr[-3000:]
+    horovod_ranks('train_distill.py', tiny_run_args(reference / 'data', out, 1, 'cpu', extra),
+                  tmp_path)
     assert max_difference(out / 'last.ckpt', one / 'last.ckpt') <= 1e-5
