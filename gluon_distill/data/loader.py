@@ -23,6 +23,15 @@ def sample_seed(seed, epoch, index):
     return (seed * 1000003 + epoch * 7919 * 100003 + index) % (2 ** 32)
 
 
+def epoch_order(length, seed, epoch, shuffle=True):
+    """The order of ``range(length)`` one epoch reads: a permutation seeded by (seed, epoch)
+    (every worker of a distributed job draws the same one and reads its slice of it)."""
+    order = np.arange(length)
+    if shuffle:
+        np.random.RandomState(sample_seed(seed, epoch, 0)).shuffle(order)
+    return order
+
+
 class EpochSampler(gluon.data.Sampler):
     """Shuffles ``length`` indices with a generator seeded by (seed, epoch); yields
     ``epoch * length + index`` so that the dataset can recover the epoch."""
@@ -37,9 +46,7 @@ class EpochSampler(gluon.data.Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        order = np.arange(self._length)
-        if self._shuffle:
-            np.random.RandomState(sample_seed(self._seed, self.epoch, 0)).shuffle(order)
+        order = epoch_order(self._length, self._seed, self.epoch, self._shuffle)
         return iter((self.epoch * self._length + order).tolist())
 
     def __len__(self):

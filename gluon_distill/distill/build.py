@@ -14,8 +14,8 @@ from .student import ChannelAdapters, compose_student, copy_head, feature_shapes
 
 @dataclass
 class Teacher:
-    net: object                 # a GluonCV SSD, frozen
-    arch: object                # its SSDArch
+    net: object                 # a detector of the run's family (SSD, Faster R-CNN), frozen
+    arch: object                # its architecture (SSDArch, RCNNArch)
     classes: List[str]
     mean: List[float]
     std: List[float]
@@ -25,8 +25,8 @@ class Teacher:
 @dataclass
 class StudentPlan:
     """How the student is composed and which maps the critics compare."""
-    net: object                          # the deployable student SSD
-    arch: object                         # student backbone's SSDArch
+    net: object                          # the deployable student detector
+    arch: object                         # the student's architecture
     head: str                            # 'teacher' or 'own'
     pairs: List[Tuple[int, int]]         # (student map, teacher map) of equal spatial size
     sizes: List[int]
@@ -73,24 +73,34 @@ def load_teacher(tcfg, model_cfg, classes, ctx):
 
 
 def _zoo_detector_file(arch, dataset='voc'):
-    name = 'ssd_{}_{}_{}'.format(arch.data_shape, arch.network, dataset)
+    return zoo_teacher_file('ssd_{}_{}_{}'.format(arch.data_shape, arch.network, dataset))
+
+
+def zoo_teacher_file(name):
+    """The local file of GluonCV's detector weights ``name`` (downloaded if need be); offline,
+    a :class:`ModelError` naming the file to place by hand."""
     try:
         from gluoncv.model_zoo.model_store import get_model_file
         return get_model_file(name)
     except Exception as e:  # offline: several exception types
+        reason = type(e).__name__ + (': ' + str(e).splitlines()[0][:120] if str(e) else '')
         raise ModelError('could not download the zoo teacher {} ({}); place the file at {} by '
                          'hand or pass --teacher-params FILE'.format(
-                             name, type(e).__name__, zoo_download_hint(name))) from e
+                             name, reason, zoo_download_hint(name))) from e
 
 
-def check_teacher(teacher, classes, model_cfg):
-    """Same classes in the same order, same input size and normalisation, or a clear error."""
+def check_teacher(teacher, classes, model_cfg, input_size=None):
+    """Same classes in the same order, same input size and normalisation, or a clear error.
+
+    ``input_size``: ``(teacher's, student's, what they are)`` when the family's input size is
+    not ``data_shape`` alone (Faster R-CNN: short side and max size)."""
     problems = []
     if list(teacher.classes) != list(classes):
         problems.append('classes: teacher {} vs data {}'.format(teacher.classes, classes))
-    if teacher.arch.data_shape != model_cfg.data_shape:
-        problems.append('input size: teacher {} px vs student {} px'.format(
-            teacher.arch.data_shape, model_cfg.data_shape))
+    t_size, s_size, what = input_size or (teacher.arch.data_shape, model_cfg.data_shape, '')
+    if t_size != s_size:
+        problems.append('input size: teacher {} px vs student {} px{}'.format(
+            t_size, s_size, what))
     for name in ('mean', 'std'):
         t, s = getattr(teacher, name), list(getattr(model_cfg, name))
         if any(abs(a - b) > 1e-6 for a, b in zip(t, s)) or len(t) != len(s):

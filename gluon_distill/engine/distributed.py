@@ -293,15 +293,6 @@ def is_writer():
     return world()[0] == 0
 
 
-def _epoch_order(n, seed, epoch, shuffle):
-    # the permutation EpochSampler draws for one process: one worker reads what it read
-    from ..data.loader import sample_seed
-    order = np.arange(n)
-    if shuffle:
-        np.random.RandomState(sample_seed(seed, epoch, 0)).shuffle(order)
-    return order
-
-
 def shard_indices(n, rank, world, seed, epoch, batch_size=None, shuffle=True):
     """The training images of worker ``rank`` for ``epoch``, in the order it reads them.
 
@@ -335,7 +326,8 @@ def shard_indices(n, rank, world, seed, epoch, batch_size=None, shuffle=True):
     if batch_size < world or batch_size % world:
         raise ValueError('the global batch size {} does not split evenly over {} workers'
                          .format(batch_size, world))
-    order = _epoch_order(n, seed, epoch, shuffle)
+    from ..data.loader import epoch_order
+    order = epoch_order(n, seed, epoch, shuffle)
     num_batches = n // batch_size
     local = batch_size // world
     blocks = order[:num_batches * batch_size].reshape(num_batches, world, local)
@@ -542,7 +534,7 @@ def evaluate_sharded(family, net, dataset, inputs, ctx, eval_cfg, classes, evalu
     order on every worker, so every worker gets the result one process gets on the whole
     set. Returns ``(result, evaluator)``."""
     from ..data.voc import DetectionDataset
-    from ..evaluation.voc07 import VOC07Evaluator
+    from ..evaluation.inference import score_predictions
 
     rank, size = world()
     shard = val_shard(len(dataset), rank, size)
@@ -554,10 +546,6 @@ def evaluate_sharded(family, net, dataset, inputs, ctx, eval_cfg, classes, evalu
     if [p[0] for p in predictions] != list(range(len(dataset))):
         raise DistributedError('validation gather: got {} predictions for {} images'.format(
             len(predictions), len(dataset)))
-    evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=eval_cfg.iou_thresh)
-    evaluator.reset()
-    for index, boxes, labels, scores in predictions:
-        record = dataset.record(index)
-        evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
-                          [record.labels], [record.difficult])
-    return evaluator.evaluate(), evaluator
+    return score_predictions(((dataset.record(index), boxes, labels, scores)
+                              for index, boxes, labels, scores in predictions),
+                             classes, eval_cfg.iou_thresh, evaluator)

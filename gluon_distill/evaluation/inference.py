@@ -50,13 +50,13 @@ def predict(net, dataset, data_shape, mean, std, ctx_list, batch_size=16, num_wo
             progress.update(len(indices))
 
 
-def evaluate_detector(net, dataset, data_shape, mean, std, ctx_list, classes, batch_size=16,
-                      num_workers=0, iou_thresh=0.5, evaluator=None, progress=None):
-    """VOC07 11-point mAP of ``net`` on ``dataset``; returns ``(result, evaluator)``."""
+def score_predictions(predictions, classes, iou_thresh=0.5, evaluator=None):
+    """``(result, evaluator)``: ``evaluator`` (reset/process/evaluate; default VOC07 at
+    ``iou_thresh``) reset, then fed every ``(record, boxes, labels, scores)`` of
+    ``predictions`` with the record's ground truth."""
     evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=iou_thresh)
     evaluator.reset()
-    for record, boxes, labels, scores in predict(net, dataset, data_shape, mean, std, ctx_list,
-                                                 batch_size, num_workers, progress):
+    for record, boxes, labels, scores in predictions:
         evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
                           [record.labels], [record.difficult])
     return evaluator.evaluate(), evaluator

@@ -9,7 +9,7 @@ one entry in :data:`gluon_distill.families.FAMILIES`.
 """
 from collections import namedtuple
 
-from ..evaluation.voc07 import VOC07Evaluator
+from ..evaluation.inference import score_predictions
 
 DeviceBatch = namedtuple('DeviceBatch', ['images', 'inputs', 'targets'])
 DeviceBatch.__doc__ = """One training batch split over the devices.
@@ -80,13 +80,9 @@ class DetectorFamily:
                  num_workers=0, progress=None):
         """``(result, evaluator)``: ``evaluator`` (reset/process/evaluate; default VOC07 at
         ``eval_cfg.iou_thresh``) fed every image's :meth:`predictions` and ground truth."""
-        evaluator = evaluator or VOC07Evaluator(classes, iou_thresh=eval_cfg.iou_thresh)
-        evaluator.reset()
-        for record, boxes, labels, scores in self.predictions(net, dataset, inputs, ctx,
-                                                              eval_cfg, num_workers, progress):
-            evaluator.process([record.image_id], [boxes], [labels], [scores], [record.boxes],
-                              [record.labels], [record.difficult])
-        return evaluator.evaluate(), evaluator
+        return score_predictions(self.predictions(net, dataset, inputs, ctx, eval_cfg,
+                                                  num_workers, progress),
+                                 classes, eval_cfg.iou_thresh, evaluator)
 
     def ground_truth_reader(self, net, data_shape, ctx):
         """A callable: loader batch (host arrays, before ``prepare``) -> per image, its

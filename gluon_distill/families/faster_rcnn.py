@@ -21,7 +21,9 @@ from gluoncv.data.batchify import FasterRCNNTrainBatchify
 from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultValTransform
 
 from ..data.rcnn_targets import RCNNTrainTransform
+from ..data.voc import VOC_CLASSES
 from ..data.loader import IndexedValDataset, SeededTransformDataset, train_batch_sampler
+from ..distill.build import StudentPlan, Teacher, check_teacher, zoo_teacher_file
 from ..evaluation.inference import clip_boxes
 from ..models.io import load_detector, load_start_params, model_spec, read_model_json
 from ..models.ssd import ModelError
@@ -178,30 +180,6 @@ def predict_rcnn(net, dataset, short, max_size, mean, std, ctx, num_workers=0, p
             progress.update(1)
 
 
-class Teacher:
-    """A frozen Faster R-CNN teacher (``net``, ``arch``, ``classes``, ``mean``, ``std``,
-    ``source``)."""
-
-    def __init__(self, net, arch, classes, mean, std, source):
-        self.net, self.arch, self.classes = net, arch, list(classes)
-        self.mean, self.std, self.source = list(mean), list(std), source
-
-
-class StudentPlan:
-    """The student of a Faster R-CNN distillation: its own full network (``net``; its RPN and
-    RCNN heads initialised from the teacher's when ``head == 'teacher'``), the C4 pair,
-    and a 1x1 adapter for the distillers when the channels differ."""
-
-    def __init__(self, net, arch, head, sizes, critic_adapters, student_channels,
-                 teacher_channels):
-        self.net, self.arch, self.head = net, arch, head
-        self.pairs = [(0, 0)]
-        self.sizes = list(sizes)
-        self.critic_adapters = critic_adapters
-        self.student_channels = list(student_channels)
-        self.teacher_channels = list(teacher_channels)
-
-
 HEAD_PARTS = ('rpn', 'class_predictor', 'box_predictor')
 
 
@@ -224,16 +202,12 @@ def copy_heads(source, target):
 #: GluonCV's VOC Faster R-CNN weights (trained on VOC07+12 trainval, 78.3 mAP); there are
 #: none for resnet101_v1d
 ZOO_VOC_WEIGHTS = {'resnet50_v1b': 'faster_rcnn_resnet50_v1b_voc'}
-VOC_CLASSES = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
-               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
-               'sheep', 'sofa', 'train', 'tvmonitor']
 
 
 def zoo_teacher(tcfg, model_cfg, ctx):
     """The zoo's VOC Faster R-CNN as a frozen teacher (``teacher.pretrained``;
     ``teacher.network`` ``resnet50_v1b`` or ``faster_rcnn_resnet50_v1b_voc``), built at the
     student's input size; offline, an error naming the file to place by hand."""
-    from ..models.ssd import zoo_download_hint
     network = tcfg.network or 'resnet50_v1b'
     if network.startswith('faster_rcnn_'):
         network = network[len('faster_rcnn_'):].rsplit('_voc', 1)[0]
@@ -241,16 +215,7 @@ def zoo_teacher(tcfg, model_cfg, ctx):
         raise ModelError('teacher.pretrained: GluonCV has VOC Faster R-CNN weights for {} only, '
                          'not for {!r} (train it with tools/train_rcnn.py and pass '
                          '--teacher-params)'.format(', '.join(ZOO_VOC_WEIGHTS), tcfg.network))
-    name = ZOO_VOC_WEIGHTS[network]
-    try:
-        from gluoncv.model_zoo.model_store import get_model_file
-        path = get_model_file(name)
-    except Exception as e:  # offline: several exception types
-        raise ModelError('could not get the zoo teacher {} ({}: {}); offline, download it '
-                         'elsewhere and place the file at {}, or pass --teacher-params '
-                         'FILE'.format(name, type(e).__name__,
-                                       str(e).splitlines()[0][:120] if str(e) else '',
-                                       zoo_download_hint(name))) from e
+    path = zoo_teacher_file(ZOO_VOC_WEIGHTS[network])
     # the zoo's preset (RoIAlign) at the student's input size and RPN settings
     teacher_model = copy.copy(model_cfg)
     teacher_model.network, teacher_model.roi_mode = network, 'align'
@@ -343,20 +308,9 @@ class FasterRCNNFamily(DetectorFamily):
     def distillation_plan(self, cfg, classes, ctx):
         m = cfg.model
         teacher = load_teacher(cfg.teacher, ctx, m)
-        problems = []
-        if teacher.classes != list(classes):
-            problems.append('classes: teacher {} vs data {}'.format(teacher.classes, classes))
-        if (teacher.arch.data_shape, teacher.arch.max_size) != (m.data_shape, m.max_size):
-            problems.append('input size: teacher {}/{} px vs student {}/{} px (short side / '
-                            'max size)'.format(teacher.arch.data_shape, teacher.arch.max_size,
-                                               m.data_shape, m.max_size))
-        for name in ('mean', 'std'):
-            t, s = getattr(teacher, name), list(getattr(m, name))
-            if len(t) != len(s) or any(abs(a - b) > 1e-6 for a, b in zip(t, s)):
-                problems.append('{}: teacher {} vs student {}'.format(name, t, s))
-        if problems:
-            raise ModelError('teacher {} does not match this run:\n  '.format(teacher.source) +
-                             '\n  '.join(problems))
+        check_teacher(teacher, classes, m, input_size=(
+            '{}/{}'.format(teacher.arch.data_shape, teacher.arch.max_size),
+            '{}/{}'.format(m.data_shape, m.max_size), ' (short side / max size)'))
         net, arch = self.build(m, classes, ctx)
         s_shape = c4_shape(net, m.data_shape, ctx[0])
         t_shape = c4_shape(teacher.net, m.data_shape, ctx[0])
@@ -372,8 +326,8 @@ class FasterRCNNFamily(DetectorFamily):
         if cfg.distill.init_head_from_teacher:
             copy_heads(teacher.net, net)
             head = 'teacher'
-        return teacher, StudentPlan(net, arch, head, [s_shape[1]], adapters, [s_shape[0]],
-                                    [t_shape[0]])
+        return teacher, StudentPlan(net, arch, head, [(0, 0)], [s_shape[1]], adapters,
+                                    [s_shape[0]], [t_shape[0]])
 
     def describe_plan(self, teacher, plan):
         return ('teacher {} ({}, {} RoIs); student {} ({}, RPN and RCNN heads {}); critics '
