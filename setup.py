@@ -38,7 +38,7 @@ setup(
         'cu112': ['mxnet-cu112==1.9.1'],
         'test': ['pytest'],
         'deploy': ['onnx==1.16.2', 'onnxruntime==1.19.2'],
-        # built from source against MXNet: see README "Across machines" for the environment
+        # built from source against MXNet: see docs/multi-machine.md (Horovod) for the environment
         'horovod': ['horovod==0.28.1'],
     },
     license='Apache-2.0',

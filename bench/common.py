@@ -13,12 +13,12 @@ import mxnet as mx  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RACCOON = os.path.join(REPO, '..', 'shared', 'data', 'raccoon')
 
-#: Benchmark networks per input size: (teacher network, width, blocks), (student ...),
-#: critic width. 512: the paper's most used zoo pair (random weights, no pretrained base);
-#: 128: the demo-sized networks of gluon_distill/demo.py.
+#: Benchmark networks per input size: (teacher network, width, blocks), (student ...).
+#: 512: the paper's most used zoo pair (random weights, no pretrained base); 128: the
+#: demo-sized networks of gluon_distill/demo.py.
 NETWORKS = {
-    512: (('resnet50_v1', 32, 1), ('mobilenet1.0', 32, 1), 512),
-    128: (('tiny', 32, 2), ('tiny', 16, 1), 64),
+    512: (('resnet50_v1', 32, 1), ('mobilenet1.0', 32, 1)),
+    128: (('tiny', 32, 2), ('tiny', 16, 1)),
 }
 
 

@@ -10,7 +10,8 @@ paper's most used pair, random weights) and at 128 px (the demo's tiny networks)
   (c)  one critic update (forward real + fake, backward, Adam, clipping) on given maps
   (g)  the adversarial pass: critics forward on the student maps and the gradient back to them
   (d)  a full distillation step (DistillStep.run_step: one student forward serves the critic
-       and the student updates)
+       and the student updates; with the default adv_optimizer adam, the adversarial gradient
+       is applied by its own Adam)
   and, as the "before" state, (b) and (d) with GluonCV's SSDMultiBoxLoss (a host sync per
   device per step).
 
@@ -23,6 +24,8 @@ overhead = d / (a + b' + n_critic * c + g) and distill_vs_baseline = d / b (medi
 
     python bench/step_time.py                         # both sizes, a few minutes on 2 cores
     python bench/step_time.py --sizes 128 --batch128 32 --ctx cpu:0,1
+    python bench/step_time.py --sizes 512 --critic bn --critic-width 512 --critic-batch separate \
+        --adv-optimizer shared          # the former default critic
 """
 import argparse
 import os
@@ -38,12 +41,16 @@ from mxnet import autograd  # noqa: E402
 HYBRID = dict(static_alloc=True, static_shape=True)
 
 
-def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batches=4):
-    """Networks, steps and ``num_batches`` fixed batches for one size."""
+def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batches=4,
+          critic=None):
+    """Networks, steps and ``num_batches`` fixed batches for one size. ``critic``: a
+    ``distill.gan`` section (default: the configuration's defaults)."""
+    from gluon_distill.config import GanConfig
+    critic = critic or GanConfig()
     from gluoncv.loss import SSDMultiBoxLoss
     from gluon_distill.data.loader import TrainLoader
     from gluon_distill.distill.build import Teacher, plan_student
-    from gluon_distill.distill.gan import DistillStep, GANDistiller
+    from gluon_distill.distill.gan import DistillStep, build as build_gan
     from gluon_distill.engine.steps import DetectionStep, make_trainer
     from gluon_distill.families.ssd import SSDLoss
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
@@ -75,10 +82,13 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
         if 'plain' in arms:
             assert student_anchors.shape == anchors.shape, 'own and teacher heads differ'
         anchors = student_anchors
-        trainer = make_trainer(plan.net.collect_params(), 'sgd', 1e-3, 0.9, 5e-4, kv)
-        distiller = GANDistiller(plan.pairs, plan.sizes, ctx_list, width=NETWORKS[size][2],
-                                 n_critic=n_critic, kvstore=kv or 'device',
-                                 channels=[plan.teacher_channels[t] for _, t in plan.pairs])
+        critic.n_critic = n_critic
+        # as train_distilled wires it: with adv_optimizer adam an Adam over the student
+        # applies the adversarial gradient, so neither trainer keeps weights on the KVStore
+        distiller = build_gan(critic, plan, ctx_list, kv, plan.net.collect_params().values())
+        separate = distiller.loss_trainer is not None
+        trainer = make_trainer(plan.net.collect_params(), 'sgd', 1e-3, 0.9, 5e-4, kv,
+                               update_on_kvstore=False if separate else None)
         step = DistillStep(plan.net, t_net.features, ctx_list, trainer, distiller)
         step.hybridize(**HYBRID)
         plan.net.hybridize(**HYBRID)
@@ -134,7 +144,8 @@ def components(env, n_critic):
 
     def adversarial(i):
         with autograd.record():
-            losses = [d.adversarial_loss(maps, batch_total) for maps in leaves[i]]
+            losses = [d.adversarial_loss(maps, batch_total, t)
+                      for maps, t in zip(leaves[i], teacher_maps[i])]
         autograd.backward(losses)
 
     comps = [('a', '(a)  teacher features', teacher),
@@ -152,8 +163,8 @@ def components(env, n_critic):
     return comps
 
 
-def bench_size(size, batch, ctx_list, warmup, iters, n_critic):
-    env = build(size, batch, ctx_list, n_critic)
+def bench_size(size, batch, ctx_list, warmup, iters, n_critic, critic):
+    env = build(size, batch, ctx_list, n_critic, critic=critic)
     comps = components(env, n_critic)
     nb = len(env['batches'])
     for key, _, fn in comps:
@@ -197,10 +208,10 @@ def _ctx_name(ctx_list):
     return ','.join(str(c) for c in ctx_list)
 
 
-def memory_child(arm, size, batch, ctx_list, steps):
+def memory_child(arm, size, batch, ctx_list, steps, critic):
     """Run ``steps`` iterations of one arm and print its peak resident memory."""
     env = build(size, batch, ctx_list, arms=('distill',) if arm == 'distill' else ('plain',),
-                num_batches=2)
+                num_batches=2, critic=critic)
     step = env[arm]
     for i in range(steps):
         step.run_step(env['batches'][i % 2])
@@ -208,12 +219,14 @@ def memory_child(arm, size, batch, ctx_list, steps):
     print('peak_rss_mb={:.0f}'.format(peak_rss_mb()))
 
 
-def memory(size, batch, ctx_spec, steps=3):
+def memory(size, batch, ctx_spec, critic, steps=3):
     out = {}
     for arm in ('plain', 'distill'):
         cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', arm, '--sizes',
                str(size), '--batch{}'.format(size), str(batch), '--ctx', ctx_spec,
-               '--iters', str(steps)]
+               '--iters', str(steps), '--critic', critic.critic, '--critic-width',
+               str(critic.critic_width), '--critic-batch', critic.critic_batch,
+               '--adv-optimizer', critic.adv_optimizer]
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              universal_newlines=True)
         lines = [l for l in res.stdout.splitlines() if l.startswith('peak_rss_mb=')]
@@ -235,27 +248,42 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=8)
     parser.add_argument('--n-critic', type=int, default=1)
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--critic', default=None, help='dcgan, bn, plain or spectral '
+                        '(default: distill.gan.critic)')
+    parser.add_argument('--critic-width', type=int, default=None,
+                        help='default: distill.gan.critic_width')
+    parser.add_argument('--critic-batch', default=None, help='joint or separate '
+                        '(default: distill.gan.critic_batch)')
+    parser.add_argument('--adv-optimizer', default=None, help='adam or shared '
+                        '(default: distill.gan.adv_optimizer)')
     parser.add_argument('--memory-child', choices=['plain', 'distill'], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from gluon_distill.config import GanConfig
     from gluon_distill.engine.devices import parse_ctx
     ctx_list = parse_ctx(args.ctx)
+    critic = GanConfig()
+    for key in ('critic', 'critic_width', 'critic_batch', 'adv_optimizer'):
+        if getattr(args, key) is not None:
+            setattr(critic, key, getattr(args, key))
     batch = {512: args.batch512, 128: args.batch128}
     if args.memory_child:
         size = args.sizes[0]
-        memory_child(args.memory_child, size, batch[size], ctx_list, args.iters)
+        memory_child(args.memory_child, size, batch[size], ctx_list, args.iters, critic)
         return 0
-    print('# step time; {}; MXNet {}'.format(load(), mx.__version__))
+    print('# step time; critic {} (width {}, {} batch), adversarial optimizer {}; {}; MXNet '
+          '{}'.format(critic.critic, critic.critic_width, critic.critic_batch,
+                      critic.adv_optimizer, load(), mx.__version__))
     results = {}
     for size in args.sizes:
         results[size] = bench_size(size, batch[size], ctx_list, args.warmup, args.iters,
-                                   args.n_critic)
+                                   args.n_critic, critic)
     if not args.no_memory:
         print('\n## peak resident memory (VmHWM), each arm in its own process, {} steps'.format(
             3))
         print('| size | batch | plain student run MiB | distillation run MiB | ratio |')
         print('|---:|---:|---:|---:|---:|')
         for size in args.sizes:
-            mem = memory(size, batch[size], args.ctx)
+            mem = memory(size, batch[size], args.ctx, critic)
             print('| {} | {} | {:.0f} | {:.0f} | {:.2f} |'.format(
                 size, batch[size], mem['plain'], mem['distill'], mem['distill'] / mem['plain']))
     print('\n# {}'.format(load()))

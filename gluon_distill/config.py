@@ -44,7 +44,8 @@ CHOICES = {
     'model.family': ('ssd', 'faster_rcnn'),
     'model.roi_mode': ('align', 'pool'),
     'distill.adapter': ('conv1x1',),
-    'distill.gan.critic': ('bn', 'plain', 'spectral'),
+    'distill.gan.critic': ('dcgan', 'bn', 'plain', 'spectral'),
+    'distill.gan.critic_batch': ('joint', 'separate'),
     'distill.gan.adv_optimizer': ('shared', 'adam'),
 }
 
@@ -178,15 +179,16 @@ class TeacherConfig:
 @dataclass
 class GanConfig:
     """``distill.gan``: per-scale WGAN critics (the paper). Defaults: the authors' logs."""
-    critic: str = 'bn'
-    critic_width: int = 512
+    critic: str = 'dcgan'
+    critic_width: int = 64
+    critic_batch: str = 'joint'
     critic_lr: float = 0.0005
     critic_beta1: float = 0.5
     clip: float = 0.03
     critic_norm: str = ''
     n_critic: int = 1
     adv_weight: float = 1.0
-    adv_optimizer: str = 'shared'
+    adv_optimizer: str = 'adam'
     adv_lr: float = 0.0005
     adv_beta1: float = 0.5
     epochs: int = -1
@@ -244,6 +246,7 @@ class DistillConfig:
     adapter: str = 'conv1x1'
     init_head_from_teacher: bool = True
     fold_adapters: bool = False
+    grad_ratio_interval: int = 50
     gan: GanConfig = field(default_factory=GanConfig)
     mimic: MimicConfig = field(default_factory=MimicConfig)
     fgfi: FgfiConfig = field(default_factory=FgfiConfig)
@@ -527,7 +530,7 @@ def add_common_arguments(parser):
         'out': 'output directory',
         'params': 'start from this local .params file',
         'kvstore': 'KVStore type: device, local; dist_sync or dist_device_sync for a job '
-                   'started by python -m gluon_distill.launch (README "Across machines")',
+                   'started by python -m gluon_distill.launch (docs/multi-machine.md)',
     }
     for name, text in str_flags.items():
         parser.add_argument('--' + name.replace('_', '-'), dest=name, default=None, help=text)
@@ -540,7 +543,7 @@ def add_common_arguments(parser):
                         help='ImageNet-pretrained backbone from the GluonCV zoo')
     parser.add_argument('--horovod', dest='horovod', default=None, action='store_true',
                         help='one process per device under horovodrun (the optional horovod '
-                             'extra; README "Across machines")')
+                             'extra; docs/multi-machine.md, Horovod)')
     parser.add_argument('--resume', dest='resume', default=None, action='store_true',
                         help='continue from OUT/last.ckpt at the next epoch boundary')
     parser.add_argument('--overwrite', dest='overwrite', default=None, action='store_true',

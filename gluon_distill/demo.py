@@ -24,7 +24,7 @@ from .io_utils import atomic_write_json
 
 # Schedules. The teacher gets 1.5x the students' epochs: at 40 epochs it was only ~0.01-0.06
 # mAP above a no-teacher student on some runs (a demo of distillation needs a clearly better
-# teacher); at 60 epochs (lr x0.1 at 48) it leaves them well behind (README, "Demo"). The
+# teacher); at 60 epochs (lr x0.1 at 48) it leaves them well behind (docs/cpu-evidence.md). The
 # students run 40 x 25 = 1000 iterations, FGFI's default warm-up (400) included; the quick
 # version's 8 iterations keep FGFI off for the first 4 only, so its loss runs there too.
 FULL = {'epochs': 40, 'lr_steps': [32], 'num_train': 400, 'num_val': 100,
@@ -35,7 +35,7 @@ QUICK = {'epochs': 2, 'lr_steps': [2], 'num_train': 64, 'num_val': 32,
 TEACHER = {'model.width': 32, 'model.blocks': 2}
 STUDENT = {'model.width': 16, 'model.blocks': 1}
 # Per distilled role, its method. The GAN student uses train_distill.py's defaults (the paper's
-# settings with the WGAN reference critic, README "Distil"); only the critics' width is
+# settings with the WGAN reference critic, docs/distillation.md); only the critics' width is
 # demo-sized (64, in demo_config). Mimic and FGFI: the mini-reproduction's arms (mini.ARMS),
 # their defaults written out.
 METHODS = {
@@ -49,7 +49,7 @@ MIN_TEACHER_MARGIN = 0.05
 # stage folders, in the table's order
 ROLES = ('teacher', 'student', 'head_only', 'mimic', 'fgfi', 'distilled')
 # training order: the first four as before mimic and FGFI were added, so that a run of all
-# arms trains those four exactly as the README's run did
+# arms trains those four exactly as the documented run did
 TRAIN_ORDER = ('teacher', 'student', 'head_only', 'distilled', 'mimic', 'fgfi')
 # --arms name -> stage folder (the first four demo versions' folder names are kept)
 ARMS = {'no_teacher': 'student', 'head_only': 'head_only', 'mimic': 'mimic', 'fgfi': 'fgfi',

@@ -337,8 +337,8 @@ def run_horovod(argv, environment, log):
     try:
         proc = subprocess.Popen(argv, env=environment, start_new_session=True)
     except OSError as e:
-        raise LaunchError('cannot start {}: {}; install the horovod extra (README "Across '
-                          'machines")'.format(argv[0], e.strerror or e))
+        raise LaunchError('cannot start {}: {}; install the horovod extra (docs/multi-'
+                          'machine.md, Horovod)'.format(argv[0], e.strerror or e))
 
     def forward(signum, frame):
         log('received {}: forwarding it to horovodrun'.format(signal.Signals(signum).name))

@@ -2,20 +2,23 @@
 
 One teacher (shared by every seed), then for each seed one student per arm on the same
 schedule. Every setting of every arm is written out here (:data:`BASE`, :data:`NETWORKS`,
-:data:`ARMS`); nothing is inherited from the demo, so the README's commands keep giving the
-README's rows when the demo changes.
+:data:`ARMS`); nothing is inherited from the demo, so the commands of
+docs/cpu-evidence.md keep giving its rows when the demo changes.
 
 Arms: ``baseline`` (its own head, no teacher), ``head_only`` (adapters + teacher-initialised
 head, SSD loss only), and GAN distillation (the paper's method) with the paper's logged critic
 settings (clip 0.03, Adam 5e-4 / beta1 0.5, adversarial weight 1, one critic step) and one of
-the critics: ``gan`` (``bn``, the reference WGAN critic, width 64), ``gan_w512`` (``bn`` at the
-configs' width 512), ``gan_plain`` (the un-normalised clipped critic, width 64) and
-``gan_spectral`` (spectral normalisation, adversarial weight 0.01, width 64).
+the critics: ``gan`` (the default: ``dcgan``, the WGAN reference critic at base width 64,
+teacher and student maps normalised together, the adversarial term applied by its own Adam
+with the logs' ``lrG``), ``gan_bn`` (the former default: ``bn`` at width 64, separate batches,
+one shared optimizer), ``gan_w512`` (``bn`` at width 512), ``gan_plain`` (the un-normalised
+clipped critic, width 64) and ``gan_spectral`` (spectral normalisation, adversarial weight
+0.01, width 64).
 
 Faster R-CNN arms (:data:`RCNN_BASE`, :data:`RCNN_NETWORKS`, :data:`RCNN_ARMS`; their own
 teacher in ``rcnn_teacher/``): ``rcnn_baseline`` (no teacher), ``rcnn_head_only``,
-``rcnn_mimic``, ``rcnn_fgfi`` and ``rcnn_gan`` (the paper's critic settings, ``bn`` critic of
-width 64) on the C4 map.
+``rcnn_mimic``, ``rcnn_fgfi``, ``rcnn_gan`` (the ``gan`` arm's settings) and ``rcnn_gan_bn``
+(the ``gan_bn`` arm's) on the C4 map.
 
 Each (arm, seed) run writes its own folder and ``summary.json``: a cut-off run is resumed from
 its last checkpoint, a finished one is skipped, a run stopped by the divergence stop is
@@ -42,22 +45,31 @@ BASE = {
 }
 NETWORKS = {'teacher': {'model.width': 32, 'model.blocks': 2},
             'student': {'model.width': 16, 'model.blocks': 1}}
-# the authors' logged critic settings; only the critic and its width differ between GAN arms
+# the authors' logged critic settings; the critic, its width, how teacher and student maps
+# meet in its BatchNorm, and what applies the adversarial gradient differ between GAN arms
 PAPER_CRITIC = {'distill.method': 'gan', 'distill.gan.clip': 0.03,
                 'distill.gan.critic_lr': 0.0005, 'distill.gan.critic_beta1': 0.5,
                 'distill.gan.n_critic': 1, 'distill.gan.adv_weight': 1.0,
-                'distill.gan.adv_optimizer': 'shared', 'distill.gan.epochs': -1}
+                'distill.gan.adv_lr': 0.0005, 'distill.gan.adv_beta1': 0.5,
+                'distill.gan.epochs': -1}
+# the critic arms before the DCGAN critic became the default
+FORMER_CRITIC = dict(PAPER_CRITIC, **{'distill.gan.critic_batch': 'separate',
+                                      'distill.gan.adv_optimizer': 'shared'})
 ARMS = {
     'baseline': {},
     'head_only': {'distill.method': 'head_only'},
-    'gan': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn', 'distill.gan.critic_width': 64}),
-    'gan_w512': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn',
-                                      'distill.gan.critic_width': 512}),
-    'gan_plain': dict(PAPER_CRITIC, **{'distill.gan.critic': 'plain',
-                                       'distill.gan.critic_width': 64}),
-    'gan_spectral': dict(PAPER_CRITIC, **{'distill.gan.critic': 'spectral',
-                                          'distill.gan.critic_width': 64,
-                                          'distill.gan.adv_weight': 0.01}),
+    'gan': dict(PAPER_CRITIC, **{'distill.gan.critic': 'dcgan', 'distill.gan.critic_width': 64,
+                                 'distill.gan.critic_batch': 'joint',
+                                 'distill.gan.adv_optimizer': 'adam'}),
+    'gan_bn': dict(FORMER_CRITIC, **{'distill.gan.critic': 'bn',
+                                     'distill.gan.critic_width': 64}),
+    'gan_w512': dict(FORMER_CRITIC, **{'distill.gan.critic': 'bn',
+                                       'distill.gan.critic_width': 512}),
+    'gan_plain': dict(FORMER_CRITIC, **{'distill.gan.critic': 'plain',
+                                        'distill.gan.critic_width': 64}),
+    'gan_spectral': dict(FORMER_CRITIC, **{'distill.gan.critic': 'spectral',
+                                           'distill.gan.critic_width': 64,
+                                           'distill.gan.adv_weight': 0.01}),
     # the two imitation baselines, each with its defaults written out
     'mimic': {'distill.method': 'mimic', 'distill.mimic.weight': 1.0},
     'fgfi': {'distill.method': 'fgfi', 'distill.fgfi.weight': 0.01, 'distill.fgfi.psi': 0.5,
@@ -91,8 +103,8 @@ RCNN_ARMS = {
     'rcnn_mimic': {'distill.method': 'mimic', 'distill.mimic.weight': 1.0},
     'rcnn_fgfi': {'distill.method': 'fgfi', 'distill.fgfi.weight': 0.01,
                   'distill.fgfi.psi': 0.5, 'distill.fgfi.warmup_iters': 400},
-    'rcnn_gan': dict(PAPER_CRITIC, **{'distill.gan.critic': 'bn',
-                                      'distill.gan.critic_width': 64}),
+    'rcnn_gan': ARMS['gan'],
+    'rcnn_gan_bn': ARMS['gan_bn'],
 }
 ARMS.update(RCNN_ARMS)
 
@@ -184,6 +196,62 @@ def _final_map(out):
     return last
 
 
+def _grad_ratio(out):
+    """Mean, least and largest logged ``grad_ratio`` (|distillation gradient| / |detection
+    gradient| on the student, ``distill.grad_ratio_interval``) of a run; None without any."""
+    path = os.path.join(out, 'metrics.jsonl')
+    values = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record.get('grad_ratio'), (int, float)):
+                    values.append(record['grad_ratio'])
+    if not values:
+        return None
+    return {'mean': sum(values) / len(values), 'min': min(values), 'max': max(values)}
+
+
+# two-sided 95% quantiles of Student's t by degrees of freedom (a missing df takes the next
+# smaller one listed, which widens the interval slightly)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t975(df):
+    return T975[max(k for k in T975 if k <= df)]
+
+
+def paired_differences(runs, reference_runs):
+    """Per seed both arms finished, ``final mAP(arm) - final mAP(reference)``; their mean,
+    standard deviation and 95% confidence interval (Student's t; None below two seeds)."""
+    ref = {r['seed']: r['final_mAP'] for r in reference_runs if r['final_mAP'] is not None}
+    diffs = [(r['seed'], r['final_mAP'] - ref[r['seed']]) for r in runs
+             if r['final_mAP'] is not None and r['seed'] in ref]
+    n = len(diffs)
+    if not n:
+        return None
+    mean, sd = _mean_std([d for _, d in diffs])
+    interval = None
+    if n > 1:
+        half = t975(n - 1) * sd / math.sqrt(n)
+        interval = [mean - half, mean + half]
+    return {'per_seed': dict(diffs), 'mean': mean, 'std': sd if n > 1 else None,
+            'interval95': interval}
+
+
+def _reference_arm(arm):
+    """The arm an arm is paired with: a distillation arm with the head-only student of its
+    family, the head-only student with the no-teacher one."""
+    prefix = 'rcnn_' if arm.startswith('rcnn_') else ''
+    if arm == prefix + 'baseline':
+        return None
+    return prefix + ('baseline' if arm == prefix + 'head_only' else 'head_only')
+
+
 def _mean_std(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -220,7 +288,8 @@ def run_mini_reproduction(out_root='runs/mini', seeds=(0, 1, 2), epochs=60, teac
             rows[arm].append({'seed': seed, 'final_mAP': _final_map(cfg.train.out),
                               'best_mAP': summary['best_mAP'],
                               'diverged': bool(summary.get('diverged')),
-                              'seconds': summary.get('seconds')})
+                              'seconds': summary.get('seconds'),
+                              'grad_ratio': _grad_ratio(cfg.train.out)})
             write_results(out_root, teacher, rows, epochs, teachers)
     return write_results(out_root, teacher, rows, epochs, teachers)
 
@@ -241,6 +310,27 @@ def write_results(out_root, teacher, rows, epochs, teachers=None):
             ' (diverged)' if r.get('diverged') else '') for r in runs)
         lines.append('| {} | {} | {:.4f} ± {:.4f} | {:.4f} ± {:.4f} | {} |'.format(
             arm, len(runs), final[0], final[1], best[0], best[1], per_seed))
+    pairs = []
+    for arm, runs in rows.items():
+        reference = _reference_arm(arm)
+        diff = paired_differences(runs, rows[reference]) if reference in rows else None
+        if diff is None:
+            continue
+        ratios = [r['grad_ratio']['mean'] for r in runs if r.get('grad_ratio')]
+        diff['grad_ratio_mean'] = sum(ratios) / len(ratios) if ratios else None
+        results['arms'][arm]['minus_' + reference] = diff
+        pairs.append(('{} - {}'.format(arm, reference), diff))
+    if pairs:
+        lines += ['', '| paired by seed (final mAP) | seeds | per seed | mean | 95% interval '
+                  '| distillation / detection gradient |', '|---|---:|---|---:|---|---:|']
+        for name, diff in pairs:
+            interval = diff['interval95']
+            lines.append('| {} | {} | {} | {:+.4f} | {} | {} |'.format(
+                name, len(diff['per_seed']),
+                ', '.join('s{}={:+.3f}'.format(k, v) for k, v in diff['per_seed'].items()),
+                diff['mean'], '[{:+.4f}, {:+.4f}]'.format(*interval) if interval else '-',
+                '{:.3g}'.format(diff['grad_ratio_mean'])
+                if diff['grad_ratio_mean'] is not None else '-'))
     if teachers and set(teachers) == {'faster_rcnn'}:
         lines.append('\nFaster R-CNN teacher best mAP: {:.4f}; students trained {} '
                      'epochs'.format(teacher['best_mAP'], epochs))
@@ -252,4 +342,9 @@ def write_results(out_root, teacher, rows, epochs, teachers=None):
                 teachers['faster_rcnn']['best_mAP']))
     atomic_write_json(os.path.join(out_root, 'results.json'), results)
     atomic_write_text(os.path.join(out_root, 'results.md'), '\n'.join(lines) + '\n')
+    if pairs:
+        from .viz import plot_paired_differences
+        plot_paired_differences(pairs, os.path.join(out_root, 'paired.png'),
+                                title='{}: final mAP, paired by seed'.format(
+                                    os.path.basename(os.path.normpath(out_root))))
     return results

@@ -417,7 +417,7 @@ def test_method_combinations_are_accepted():
 
 def test_a_former_flat_key_with_a_bad_value_names_the_key_as_written(tmp_path):
     with pytest.warns(FutureWarning):
-        with pytest.raises(ConfigError, match='distill.critic: expected one of bn, plain'):
+        with pytest.raises(ConfigError, match='distill.critic: expected one of dcgan, bn, plain'):
             load_config(overrides=['distill.critic=batchnorm'])
         with pytest.raises(ConfigError, match='distill.adv_optimizer: expected one of shared'):
             load_config(write_yaml(tmp_path / 'bad.yaml',

@@ -65,7 +65,7 @@ def test_real_and_fake_go_through_the_critic_as_separate_batches():
     mx.random.seed(1)
     size, c, batch = 4, 3, 4
     d = GANDistiller([(0, 0)], [size], [mx.cpu()], width=8, clip=0.03, channels=[c],
-                     critic='bn')
+                     critic='bn', critic_batch='separate')
     teacher = mx.nd.random.normal(2.0, 1.0, shape=(batch, c, size, size))
     student = mx.nd.random.normal(0.0, 1.0, shape=(batch, c, size, size))
     (real, fake), = d.critic_forward_backward([[teacher]], [[student]], batch)
@@ -83,7 +83,7 @@ def _critic_gap_after(kind, steps=30, width=128, size=8, channels=32, batch=8):
     settings (clip 0.03, Adam 5e-4, beta1 0.5) on two well separated map distributions."""
     mx.random.seed(0)
     d = GANDistiller([(0, 0)], [size], [mx.cpu()], width=width, clip=0.03, lr=5e-4,
-                     channels=[channels], critic=kind)
+                     channels=[channels], critic=kind, critic_batch='separate')
     teacher = mx.nd.random.normal(1.0, 1.0, shape=(batch, channels, size, size))
     student = mx.nd.random.normal(0.0, 1.0, shape=(batch, channels, size, size))
     gaps = []

@@ -93,7 +93,7 @@ def test_unknown_options_are_errors(synthetic_root, tmp_path, teacher_params):
     with pytest.raises(ModelError, match='critic_norm.*replaced by distill.critic'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'y', **{
             'teacher.params': teacher_params, 'distill.critic_norm': 'weird'}))
-    with pytest.raises(ConfigError, match='distill.critic: expected one of bn, plain, spectral'):
+    with pytest.raises(ConfigError, match='distill.critic: expected one of dcgan, bn, plain, spectral'):
         train_distilled(tiny_config(synthetic_root, tmp_path / 'z', **{
             'teacher.params': teacher_params, 'distill.critic': 'batchnorm'}))
 

@@ -388,7 +388,7 @@ def test_missing_horovod_is_a_clear_error():
 
 
 @pytest.mark.skipif(not _has_horovod(), reason='horovod (the optional extra, built from source: '
-                                               'see README "Across machines") is not installed')
+                                               'see docs/multi-machine.md) is not installed')
 def test_horovod_two_ranks_gather(tmp_path):
     script = write_script(tmp_path, 'hvd.py', '''
         from gluon_distill.engine import distributed as d
@@ -599,7 +599,7 @@ def test_batch_size_must_split_over_workers_and_devices():
 
 
 @pytest.mark.skipif(not _has_horovod(), reason='horovod (the optional extra, built from source: '
-                                               'see README "Across machines") is not installed')
+                                               'see docs/multi-machine.md) is not installed')
 def test_horovod_ssd_two_ranks_equal_one_process(tmp_path, reference):
     out = tmp_path / 'hvd'
     horovod_ranks('train_ssd.py', tiny_run_args(reference / 'data', out, 2, 'cpu'), tmp_path)
@@ -625,7 +625,7 @@ def test_horovod_job_passes_the_command_outside_horovodrun_options(tmp_path):
 
 
 @pytest.mark.skipif(not _has_horovod(), reason='horovod (the optional extra, built from source: '
-                                               'see README "Across machines") is not installed')
+                                               'see docs/multi-machine.md) is not installed')
 def test_horovod_gan_distillation_two_ranks_equal_one_process(tmp_path, reference):
     """Every trainer of a distillation (student, critics, FGFI's layers) under Horovod: one
     tensor name prefix per trainer, the same result as one process with two contexts."""

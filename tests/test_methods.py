@@ -102,7 +102,9 @@ def _step(data, overrides, ctx=(mx.cpu(0),), lr=0.01):
 @pytest.mark.parametrize('arm', sorted(GAN_REFERENCE))
 def test_gan_gives_the_losses_of_the_former_step(data, arm):
     critic, adv_optimizer, n_critic = arm.split('/')
+    # the former step scored teacher and student maps as two batches (critic_batch: separate)
     _, _, step = _step(data, {'distill.gan.critic': critic, 'distill.gan.critic_width': 16,
+                              'distill.gan.critic_batch': 'separate',
                               'distill.gan.adv_optimizer': adv_optimizer,
                               'distill.gan.n_critic': n_critic})
     batches = data[2]
@@ -324,3 +326,24 @@ def test_run_saves_adaptation_layer_in_checkpoint_not_in_student(synthetic_root,
         assert spec['kind'] == 'distilled_ssd'
         assert len(mx.nd.load(str(out / name))) == len(list(net.collect_params().keys()))
     assert summary['iterations'] == 6
+
+
+@pytest.mark.parametrize('adv_optimizer', ['shared', 'adam'])
+def test_grad_ratio_measurement_leaves_the_update_unchanged(data, adv_optimizer):
+    """``distill.grad_ratio_interval``: the logged ratio of gradient norms takes two extra
+    backward passes; the weights after the step are those of a step without it."""
+    overrides = {'distill.gan.critic_width': 8, 'distill.gan.adv_optimizer': adv_optimizer,
+                 'distill.method': 'gan+mimic'}
+    results = []
+    for every in (0, 1):
+        _, plan, step = _step(data, overrides)
+        step.grad_ratio_every = every
+        values = [step.run_step(b) for b in data[2][:2]]
+        weights = [p.data().asnumpy() for p in plan.net.collect_params().values()]
+        results.append((values, weights))
+    (plain_values, plain_weights), (measured_values, measured_weights) = results
+    assert 'grad_ratio' not in plain_values[0]
+    assert all(np.isfinite(v['grad_ratio']) and v['grad_ratio'] > 0 for v in measured_values)
+    assert len(plain_weights) == len(measured_weights)
+    for i, value in enumerate(plain_weights):
+        np.testing.assert_array_equal(measured_weights[i], value, err_msg=str(i))

@@ -47,7 +47,9 @@ class SpectralNormConv2D(nn.HybridBlock):
             self.u.data(ctx)[:] = u_new
 
 
-CRITICS = ('bn', 'plain', 'spectral')
+CRITICS = ('dcgan', 'bn', 'plain', 'spectral')
+# how teacher and student maps meet in a critic's BatchNorm: one batch, or one batch each
+CRITIC_BATCHES = ('joint', 'separate')
 
 
 class Critic(nn.HybridBlock):
@@ -102,6 +104,56 @@ class Critic(nn.HybridBlock):
         return F.mean(self.body(x), axis=(1, 2, 3))
 
 
+class DCGANCritic(nn.HybridBlock):
+    """The reference WGAN critic, ``DCGAN_D`` of Arjovsky et al.'s code, on one feature map.
+
+    4x4 stride-2 convolutions with padding 1 and no bias, the width doubling at every step
+    from ``base_width``, BatchNorm after every convolution but the first, LeakyReLU 0.2, and
+    a final valid convolution the size of what is left (4x4 for power-of-two inputs) to one
+    score. Every trainable parameter is clipped by :func:`clip_weights` (gamma and beta
+    included, as the reference clamps all of ``netD.parameters()``).
+
+    Maps smaller than ``min_size`` (SSD's 8, 4, 2 and 1 px maps; the reference takes 16 px at
+    the least) are resized bilinearly to ``min_size`` first (our reading): every critic then
+    has at least one BatchNorm layer, so none has a gain set by its input's scale alone (a
+    critic without one reaches scores in the hundreds within 100 steps, docs/method-notes.md).
+
+    The scale of the scores comes from the last layer: clipped weights over a fan-in of
+    ``16 x final width`` after a BatchNorm whose gamma and beta are clipped too.
+
+    Input ``(B, C, size, size)``; output ``(B,)``. Maps of ``min_size`` px and more may be
+    larger than ``size`` (Faster R-CNN's C4 maps vary with the image): the final convolution
+    then gives several scores per image, averaged. With ``in_channels`` (C) nothing is
+    deferred (see :class:`Critic`).
+    """
+
+    def __init__(self, size, base_width=64, in_channels=0, min_size=16, **kwargs):
+        super(DCGANCritic, self).__init__(**kwargs)
+        self.size = size
+        self.input_size = max(size, min_size)
+        csize = self.input_size // 2
+        width = base_width
+        with self.name_scope():
+            self.body = nn.HybridSequential(prefix='')
+            self.body.add(nn.Conv2D(width, 4, 2, 1, use_bias=False, in_channels=in_channels))
+            self.body.add(nn.LeakyReLU(0.2))
+            while csize > 4:
+                self.body.add(nn.Conv2D(width * 2, 4, 2, 1, use_bias=False, in_channels=width))
+                self.body.add(nn.BatchNorm(in_channels=width * 2))
+                self.body.add(nn.LeakyReLU(0.2))
+                width *= 2
+                csize //= 2
+            self.body.add(nn.Conv2D(1, csize, 1, 0, use_bias=False, in_channels=width))
+        self.final_width = width
+
+    def hybrid_forward(self, F, x):
+        if self.input_size != self.size:
+            x = F.contrib.BilinearResize2D(x, height=self.input_size, width=self.input_size)
+        # one score per image for a size x size map; a larger map (a two-stage detector's
+        # maps vary with the image) leaves several, averaged
+        return F.mean(self.body(x), axis=(1, 2, 3))
+
+
 class CriticSet(nn.HybridBlock):
     """One :class:`Critic` per paired scale. Input: K maps; output: list of K ``(B,)`` scores."""
 
@@ -111,7 +163,8 @@ class CriticSet(nn.HybridBlock):
         self.critics = nn.HybridSequential(prefix='')
         with self.name_scope():
             for size, c in zip(sizes, channels):
-                self.critics.add(Critic(size, width, c, kind))
+                self.critics.add(DCGANCritic(size, width, c) if kind == 'dcgan' else
+                                 Critic(size, width, c, kind))
 
     def hybrid_forward(self, F, *maps):
         return [critic(x) for critic, x in zip(self.critics, maps)]

@@ -21,7 +21,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 from ..engine.steps import make_trainer
-from .critics import CRITICS, CriticSet, clip_weights
+from .critics import CRITIC_BATCHES, CRITICS, CriticSet, clip_weights
 from .step import Distiller, DistillStep, StudentForward  # noqa: F401 (former home)
 
 
@@ -66,10 +66,14 @@ class GANDistiller(Distiller):
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
                  n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None,
-                 critic='bn', adv_trainer=None):
+                 critic='dcgan', adv_trainer=None, critic_batch='joint'):
         if critic not in CRITICS:
             raise ValueError('distill.critic: expected one of {}, got {!r}'.format(
                 ', '.join(CRITICS), critic))
+        if critic_batch not in CRITIC_BATCHES:
+            raise ValueError('distill.gan.critic_batch: expected one of {}, got {!r}'.format(
+                ', '.join(CRITIC_BATCHES), critic_batch))
+        self.joint = critic_batch == 'joint'
         self.pairs = list(pairs)
         self.ctx_list = list(ctx_list)
         self.kind = critic
@@ -147,25 +151,33 @@ class GANDistiller(Distiller):
         return values, finite
 
     def loss(self, index, teacher_maps, student_maps, batch_total):
-        pairs = self._paired[0]
-        return self.adversarial_loss(pairs[index][0], batch_total)
+        student, teacher = self._paired[0][index]
+        return self.adversarial_loss(student, batch_total, teacher)
 
     def critic_scores(self, maps):
         return self.critics(*maps)
 
+    def paired_scores(self, teacher_maps, student_maps):
+        """Per scale, ``(D(teacher), D(student))`` of one device's paired maps: one critic
+        pass over both (``critic_batch: joint``, BatchNorm statistics shared) or two."""
+        if not self.joint:
+            return list(zip(self.critic_scores(teacher_maps), self.critic_scores(student_maps)))
+        n = teacher_maps[0].shape[0]
+        scores = self.critic_scores([mx.nd.concat(t, s, dim=0)
+                                     for t, s in zip(teacher_maps, student_maps)])
+        return [(x[:n], x[n:]) for x in scores]
+
     def critic_forward_backward(self, teacher_maps, student_maps, batch_total):
         """One critic gradient on every device. ``*_maps``: per device, the paired maps
-        (student maps detached). Teacher and student maps go through the critics as two
-        separate batches (with the ``bn`` critic each is normalised by its own statistics, as
-        in the reference WGAN code). Returns per device ``(real (K,), fake (K,))`` score sums."""
+        (student maps detached), scored by :meth:`paired_scores`. Returns per device
+        ``(real (K,), fake (K,))`` score sums."""
         out = []
         with autograd.record():
             losses = []
             for t_maps, s_maps in zip(teacher_maps, student_maps):
-                real = self.critic_scores(t_maps)
-                fake = self.critic_scores(s_maps)
-                real_sum = mx.nd.stack(*[r.sum() for r in real])
-                fake_sum = mx.nd.stack(*[f.sum() for f in fake])
+                scores = self.paired_scores(t_maps, s_maps)
+                real_sum = mx.nd.stack(*[r.sum() for r, _ in scores])
+                fake_sum = mx.nd.stack(*[f.sum() for _, f in scores])
                 losses.append((real_sum.sum() - fake_sum.sum()) / batch_total)
                 out.append((real_sum, fake_sum))
         autograd.backward(losses)
@@ -178,9 +190,14 @@ class GANDistiller(Distiller):
         elif self.clip > 0:
             clip_weights(self.critics.collect_params(), self.clip, self.ctx_list)
 
-    def adversarial_loss(self, student_maps, batch_total):
-        """Per-device ``adv_weight * sum_k sum_i D_k(student_i) / batch_total`` (recorded)."""
-        scores = self.critic_scores(student_maps)
+    def adversarial_loss(self, student_maps, batch_total, teacher_maps=None):
+        """Per-device ``adv_weight * sum_k sum_i D_k(student_i) / batch_total`` (recorded).
+        With ``critic_batch: joint`` the student's scores are taken beside the device's
+        ``teacher_maps``, as the critics were trained."""
+        if self.joint:
+            scores = [f for _, f in self.paired_scores(teacher_maps, student_maps)]
+        else:
+            scores = self.critic_scores(student_maps)
         return self.adv_weight * mx.nd.add_n(*[s.sum() for s in scores]) / batch_total
 
 
@@ -194,7 +211,7 @@ def build(g, plan, ctx, kv, student_params, data_shape=None, family=None):
                              g.critic_beta1, g.n_critic, g.adv_weight, g.epochs,
                              kv or 'device',
                              channels=[plan.teacher_channels[j] for _, j in plan.pairs],
-                             critic=g.critic)
+                             critic=g.critic, critic_batch=g.critic_batch)
     if g.adv_optimizer == 'adam':
         distiller.loss_trainer = make_trainer(list(student_params), 'adam', g.adv_lr, wd=0.0,
                                               beta1=g.adv_beta1, kvstore=kv,

@@ -48,7 +48,7 @@ class CriticWatch(HookBase):
             'critic scores are running away (|Loss_D| = %.1f at iteration %d): the adversarial '
             'term may drown the SSD loss. If the validation mAP falls, use the reference WGAN '
             'critic --set distill.gan.critic=bn, or --set distill.gan.critic=spectral --set '
-            'distill.gan.adv_weight=0.01 (see README, Method notes).', abs(loss_d),
+            'distill.gan.adv_weight=0.01 (see docs/method-notes.md).', abs(loss_d),
             self.loop.iteration)
 
 
@@ -81,6 +81,9 @@ def check_distill_options(d):
         g.critic = LEGACY_CRITIC_NORM[g.critic_norm]
         g.critic_norm = ''
     check_choices(d, 'distill')
+    if d.grad_ratio_interval < 0:
+        raise ModelError('distill.grad_ratio_interval: expected 0 (never) or a number of '
+                         'iterations, got {!r}'.format(d.grad_ratio_interval))
     f = d.fgfi
     if not 0 <= f.psi <= 1:
         raise ModelError('{}: expected a fraction in [0, 1], got {!r}'.format(
@@ -195,7 +198,8 @@ def train_distilled(cfg, argv=None):
         return DistillStep(student, family.teacher_forward(teacher), run.ctx, trainer,
                            distillers, plan.critic_adapters, loss=family.loss(),
                            prepare=loader.prepare,
-                           forward=family.feature_forward(student, plan.critic_adapters))
+                           forward=family.feature_forward(student, plan.critic_adapters),
+                           grad_ratio_every=d.grad_ratio_interval)
     for x in distillers:
         run.logger.info(x.describe())
     job = TrainingJob(student, family.student_spec(plan, classes, m, prov, extra), params,

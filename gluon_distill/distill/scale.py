@@ -1,7 +1,7 @@
 """How hard the critics pull: the numbers to check before a long GAN-distillation run.
 
 Eq. 1 has no weight on the adversarial term, so the critics' scale alone sets how strongly it
-pulls against the SSD loss (README, "Method notes"). :func:`critic_scale` trains the critics of
+pulls against the SSD loss (docs/method-notes.md). :func:`critic_scale` trains the critics of
 a :class:`~gluon_distill.distill.gan.DistillStep` for a few steps on one batch (student and
 teacher frozen) and reports, per scale, the Wasserstein estimate ``W_k`` and the ratio of the
 adversarial gradient's norm to the SSD loss gradient's norm on the student's feature extractor
@@ -73,7 +73,8 @@ def critic_scale(step, batch, critic_steps=10):
               if p.grad_req != 'null']
     with autograd.record():
         outputs = [step.forward(x) for x in images]
-        adv = [d.adversarial_loss([o[s] for s, _ in d.pairs], batch_total) for o in outputs]
+        adv = [d.adversarial_loss([o[s] for s, _ in d.pairs], batch_total, t)
+               for o, t in zip(outputs, teacher_paired)]
     adv_grad = _backward_norm(adv, params)
     with autograd.record():
         outputs = [step.forward(x) for x in images]
@@ -127,15 +128,16 @@ def random_batch(num_anchors, size, num_classes, batch=2, seed=0, positives=4):
     return images, mx.nd.array(cls_targets), mx.nd.array(box_targets)
 
 
-def pair_step(teacher, plan, ctx, distill_cfg):
-    """The DistillStep ``train_distilled`` wires for a pair, with ``distill_cfg``'s critics."""
+def pair_step(teacher, plan, ctx, gan_cfg):
+    """The DistillStep ``train_distilled`` wires for a pair, with the critics of ``gan_cfg``
+    (a ``distill.gan`` section)."""
     from ..engine.steps import make_trainer
     from .gan import GANDistiller, DistillStep
-    d = distill_cfg
-    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, d.critic_width, d.clip, d.critic_lr,
-                             d.critic_beta1, d.n_critic, d.adv_weight, d.gan_epochs,
+    g = gan_cfg
+    distiller = GANDistiller(plan.pairs, plan.sizes, ctx, g.critic_width, g.clip, g.critic_lr,
+                             g.critic_beta1, g.n_critic, g.adv_weight, g.epochs,
                              channels=[plan.teacher_channels[t] for _, t in plan.pairs],
-                             critic=d.critic)
+                             critic=g.critic, critic_batch=g.critic_batch)
     params = plan.net.collect_params()
     if plan.critic_adapters is not None:
         params.update(plan.critic_adapters.collect_params())

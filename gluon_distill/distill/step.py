@@ -135,10 +135,16 @@ class DistillStep:
         with ``critic_adapters``; default the SSD's.
     adv_trainer : Trainer, optional
         Former argument: the first distiller's ``loss_trainer``.
+    grad_ratio_every : int
+        Every this many iterations (0: never), log ``grad_ratio``: the L2 norm of the
+        distillation losses' gradient over the norm of the detection loss's gradient, on the
+        student's parameters the distillation losses reach (two extra backward passes that
+        leave the update unchanged).
     """
 
     def __init__(self, student, teacher_features, ctx_list, trainer, distillers=None,
-                 critic_adapters=None, loss=None, prepare=None, adv_trainer=None, forward=None):
+                 critic_adapters=None, loss=None, prepare=None, adv_trainer=None, forward=None,
+                 grad_ratio_every=0):
         if distillers is None:
             distillers = []
         elif isinstance(distillers, Distiller):
@@ -165,6 +171,7 @@ class DistillStep:
         self.critic_adapters = critic_adapters
         self.loss = loss or SSDLoss()
         self.prepare = prepare or DevicePrepare(ctx_list)
+        self.grad_ratio_every = grad_ratio_every
         self.epoch = 0
         self.iteration = 0
         self._pending = []
@@ -218,6 +225,39 @@ class DistillStep:
                 value.copyto(g)
             for data in p.list_data():
                 data._fresh_grad = True  # written by us, not by backward: tell the Trainer
+
+    def _grad_ratio(self, distill_losses, detection_losses):
+        """|gradient of the distillation losses| / |gradient of the detection loss| over the
+        student's parameters the former reach. Leaves every gradient zero and not fresh, so
+        that the step's own backward passes decide what its trainers see."""
+        params = [p for p in self.trainer._params if p.grad_req != 'null']
+        # MXNet's BatchNorm moves its running statistics in the backward pass: keep them
+        statistics = [p for block in self.blocks().values()
+                      for p in block.collect_params().values() if p.grad_req == 'null']
+        kept = [[data.copy() for data in p.list_data()] for p in statistics]
+
+        def squares_then_zero():
+            out = [sum(float((g.astype('float64') ** 2).sum().asscalar())
+                       for g in p.list_grad()) for p in params]
+            for p in params:
+                p.zero_grad()
+            return out
+        for p in params:
+            p.zero_grad()
+        autograd.backward(distill_losses, retain_graph=True)
+        distill = squares_then_zero()
+        autograd.backward(detection_losses, retain_graph=True)
+        detection = squares_then_zero()
+        for p in params:
+            for data in p.list_data():
+                data._fresh_grad = False
+        for p, values in zip(statistics, kept):
+            for data, value in zip(p.list_data(), values):
+                value.copyto(data)
+        reached = [i for i, v in enumerate(distill) if v > 0]
+        num = sum(distill[i] for i in reached) ** 0.5
+        den = sum(detection[i] for i in reached) ** 0.5
+        return num / den if den > 0 else float('inf')
 
     def teacher_maps(self, images):
         """Per device, the teacher's maps (no autograd, inference-mode BatchNorm)."""
@@ -298,6 +338,12 @@ class DistillStep:
                     if d.loss_trainer is None:
                         total = total + parts[i]
                 totals.append(total)
+        if (self.grad_ratio_every and self.iteration % self.grad_ratio_every == 0 and
+                early + late):
+            with autograd.record():
+                detection_totals = [s.sum() for s in sum_loss]
+            values['grad_ratio'] = self._grad_ratio(
+                [p for _, parts in early + late for p in parts], detection_totals)
         own_grads = None
         if separate:
             # a method with its own optimizer: its gradient is taken first and set aside, so

@@ -258,7 +258,7 @@ def use_horovod():
         except ImportError as e:
             raise DistributedError(
                 '--horovod: horovod.mxnet cannot be imported ({}). Install the optional extra '
-                'as the README\'s "Across machines" section says (HOROVOD_WITH_MXNET=1 pip '
+                'as docs/multi-machine.md (Horovod) says (HOROVOD_WITH_MXNET=1 pip '
                 'install --no-build-isolation horovod==0.28.1), or use train.kvstore: '
                 'dist_sync with python -m gluon_distill.launch'.format(e))
         hvd.init()

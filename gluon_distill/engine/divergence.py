@@ -147,6 +147,6 @@ class DivergenceStop(HookBase):
         return ('training diverged at epoch {} iteration {}: {} for {} consecutive windows of {} '
                 'iterations; stopped. {}. With GAN distillation, the default critic '
                 '(distill.gan.critic=bn) or a lower distill.gan.adv_weight keeps the critics\' scale '
-                'bounded (README, Method notes).'.format(
+                'bounded (docs/method-notes.md).'.format(
                     loop.epoch, loop.iteration, '; '.join(reasons), self.streak, self.window,
                     kept))

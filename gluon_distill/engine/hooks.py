@@ -205,6 +205,7 @@ class MetricsLogger(HookBase):
 
     def _reset_window(self):
         self.sums = {}
+        self.counts = {}  # a value some steps do not give (a periodic measurement, a late loss)
         self.count = 0
         self.samples = 0
         self.data_time = 0.0
@@ -225,6 +226,7 @@ class MetricsLogger(HookBase):
         for key, value in out.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
         if self.bar is not None:
             self.bar.update(1)
         if self.count >= self.interval:
@@ -235,14 +237,15 @@ class MetricsLogger(HookBase):
             return
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         record = {'type': 'train', 'epoch': self.loop.epoch, 'iteration': self.loop.iteration}
-        record.update({k: v / self.count for k, v in self.sums.items()})
+        means = {k: v / self.counts[k] for k, v in self.sums.items()}
+        record.update(means)
         if self.lr_hook is not None:
             record.update({('lr' if name == 'net' else 'lr_' + name): lr
                            for name, lr in self.lr_hook.current.items()})
         record['samples_per_sec'] = self.samples / elapsed
         record['data_wait'] = min(self.data_time / elapsed, 1.0)
         self.writer.write(record)
-        losses = ' '.join('{}={:.4f}'.format(k, v / self.count) for k, v in self.sums.items())
+        losses = ' '.join('{}={:.4f}'.format(k, v) for k, v in means.items())
         self.logger.info('[epoch %d iter %d] %s %.1f samples/s, data wait %.0f%%',
                          self.loop.epoch, self.loop.iteration, losses,
                          record['samples_per_sec'], 100 * record['data_wait'])
