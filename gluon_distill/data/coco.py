@@ -14,6 +14,10 @@ validation work unchanged. What is COCO-specific:
   exactly, and a VOC box converted to COCO (:mod:`gluon_distill.data.convert`) is the same
   record either way. A box narrower or lower than one pixel has no area in this convention and
   is dropped (GluonCV drops it too).
+* **Duplicates.** The same category, bbox and ``iscrowd`` twice for one image is one object: the
+  copies are dropped (``duplicate_object``, fixed), here and in the COCO AP ground truth
+  (:func:`drop_duplicate_annotations`). Like ``missing_iscrowd``, they are reported for the
+  images of the split being loaded only.
 * **Crowd regions** (``iscrowd: 1``) are never training targets (as in COCO and GluonCV); with
   ``keep_crowd=True`` (validation) they are kept and flagged ``difficult`` so the VOC07
   evaluator ignores them, as COCOeval does. A non-standard ``"difficult": 1`` field (written by
@@ -30,7 +34,7 @@ or annotation id. Callers decide with ``report.raise_if_fatal()``.
 import glob
 import json
 import os
-from collections import Counter
+from collections import Counter, namedtuple
 
 import numpy as np
 
@@ -39,7 +43,6 @@ from .records import Record
 from .report import ON_BAD_IMAGE, ValidationReport
 from .splits import SEEDED_SPLITS, seeded_split
 from .voc import normalized_classes
-from .voc_xml import normalize_class_name
 
 # GluonCV's COCO root and its splits
 GLUONCV_COCO_ROOT = '~/.mxnet/datasets/coco'
@@ -128,6 +131,8 @@ def coco_categories(data, path, report, classes=None, category_ids=None):
     """
     by_id, names = {}, {}
     ok = True
+    for name in classes or ():
+        report.class_name(str(name), given=True)
     for number, cat in enumerate(data['categories'], 1):
         cid = cat.get('id') if isinstance(cat, dict) else None
         name = cat.get('name') if isinstance(cat, dict) else None
@@ -142,7 +147,7 @@ def coco_categories(data, path, report, classes=None, category_ids=None):
                        '({!r} and {!r})'.format(cid, by_id[cid], name))
             ok = False
             continue
-        name = normalize_class_name(name)
+        name = report.class_name(name)
         if name in names:
             report.add('duplicate_category', 'fatal', path, 'category name {!r} has two ids, {} '
                        'and {}'.format(name, names[name], cid))
@@ -205,8 +210,38 @@ def _image_entries(data, path, report):
     return images
 
 
+_Annotation = namedtuple('_Annotation', 'where bbox label crowd difficult has_iscrowd')
+
+
+def duplicate_key(ann):
+    """What makes two annotations of one image the same object: category, bbox, iscrowd
+    (None for an annotation too malformed to compare)."""
+    try:
+        return (ann['category_id'], tuple(float(v) for v in ann['bbox']),
+                bool(ann.get('iscrowd', 0)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def drop_duplicate_annotations(annotations):
+    """``annotations`` without the repeats of an earlier one of the same image
+    (:func:`duplicate_key`), in file order; what :func:`load_coco_records` drops too."""
+    seen, kept = set(), []
+    for ann in annotations:
+        key = duplicate_key(ann) if isinstance(ann, dict) else None
+        if key is not None:
+            key = (ann.get('image_id'),) + key
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(ann)
+    return kept
+
+
 def _annotations_by_image(data, path, images, category_index, report):
-    """``{image id: [annotation]}`` of the usable annotations; every defect reported.
+    """``{image id: [_Annotation]}`` of the usable annotations; every fatal defect reported
+    (the others, a missing ``iscrowd`` or a duplicate, are reported per image by
+    :func:`_record`, so that a split counts its own).
 
     Returns None if any annotation is fatally wrong.
     """
@@ -257,12 +292,9 @@ def _annotations_by_image(data, path, images, category_index, report):
                        '[x, y, width, height]'.format(where, ann.get('bbox')))
             ok = False
             continue
-        if 'iscrowd' not in ann:
-            report.add('missing_iscrowd', 'warning', path, '{}: no iscrowd; using 0 (raw '
-                       'pycocotools COCOeval raises KeyError on such a file)'.format(where))
-        per_image.setdefault(image_id, []).append(
-            (where, bbox, category_index[category], bool(ann.get('iscrowd', 0)),
-             bool(ann.get('difficult', 0))))
+        per_image.setdefault(image_id, []).append(_Annotation(
+            where, bbox, category_index[category], bool(ann.get('iscrowd', 0)),
+            bool(ann.get('difficult', 0)), 'iscrowd' in ann))
     return per_image if ok else None
 
 
@@ -417,8 +449,29 @@ def _select(image_ids, split, val_fraction, seed, report):
     return [i for i in image_ids if str(i) in chosen]
 
 
+def _distinct_annotations(path, anns, report):
+    """``anns`` without repeated objects (reported ``duplicate_object``, fixed), a missing
+    ``iscrowd`` reported (warning)."""
+    kept, seen = [], {}
+    for ann in anns:
+        if not ann.has_iscrowd:
+            report.add('missing_iscrowd', 'warning', path, '{}: no iscrowd; using 0 (raw '
+                       'pycocotools COCOeval raises KeyError on such a file)'.format(ann.where))
+        first = seen.setdefault((ann.label, tuple(ann.bbox), ann.crowd), ann)
+        if first is not ann:
+            report.add('duplicate_object', 'fixed', path, '{}: same category, bbox {} and '
+                       'iscrowd as {}; dropped{}'.format(
+                           ann.where, _fmt(ann.bbox), first.where,
+                           ' (its difficult flag differs: the first is kept)'
+                           if ann.difficult != first.difficult else ''))
+            continue
+        kept.append(ann)
+    return kept
+
+
 def _record(path, image_dir, image_id, entry, anns, report, check_images, keep_crowd):
     """``(Record or None, crowd regions seen)`` of one image entry."""
+    anns = _distinct_annotations(path, anns, report)
     file_name = entry['file_name']
     where = 'image id {} ({})'.format(image_id, file_name)
     image_path = os.path.join(image_dir, file_name)
@@ -431,19 +484,19 @@ def _record(path, image_dir, image_id, entry, anns, report, check_images, keep_c
         return None, 0
     boxes, labels, difficult = [], [], []
     ok, crowd = True, 0
-    for ann_where, bbox, label, is_crowd, is_difficult in anns:
-        corners = _check_box(path, ann_where, bbox, size, report)
+    for ann in anns:
+        corners = _check_box(path, ann.where, ann.bbox, size, report)
         if corners is False:
             ok = False
             continue
         if corners is None:
             continue
-        crowd += is_crowd
-        if is_crowd and not keep_crowd:
+        crowd += ann.crowd
+        if ann.crowd and not keep_crowd:
             continue
         boxes.append(corners)
-        labels.append(label)
-        difficult.append(is_crowd or is_difficult)
+        labels.append(ann.label)
+        difficult.append(ann.crowd or ann.difficult)
     if not ok:
         return None, crowd
     if not boxes:

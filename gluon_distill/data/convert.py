@@ -13,6 +13,10 @@ What each format cannot say:
   (COCOeval counts such boxes as positives).
 * COCO crowd regions become VOC ``<difficult>1</difficult>`` objects (VOC07 ignores them; VOC
   training, like GluonCV's, uses difficult boxes as targets).
+
+Class names are compared lower-cased (GluonCV's rule) but written as the source spells them
+(:meth:`~gluon_distill.data.report.ValidationReport.display_name`): VOC ``<name>RBC</name>``
+becomes the COCO category ``RBC``, and back.
 """
 import os
 import shutil
@@ -27,7 +31,7 @@ def _raise_if_fatal(report):
         raise DatasetError('nothing converted:\n' + report.summary())
 
 
-def records_to_coco(records, classes, image_root, category_ids=None, info=None):
+def records_to_coco(records, classes, image_root, category_ids=None, info=None, names=None):
     """A COCO ``instances`` dict of ``records``.
 
     Parameters
@@ -40,6 +44,9 @@ def records_to_coco(records, classes, image_root, category_ids=None, info=None):
         Id of each class; ``1..K`` by default.
     info : dict or None
         The file's ``info`` field.
+    names : list of str or None
+        The category name written for each class (its spelling in the source); ``classes`` by
+        default.
 
     Image ids are the records' ids as integers when they all are distinct integers (VOC's
     ``000005`` is image 5), else ``1..N`` in record order.
@@ -67,7 +74,7 @@ def records_to_coco(records, classes, image_root, category_ids=None, info=None):
             annotations.append(ann)
     return {'info': dict(info or {}), 'images': images, 'annotations': annotations,
             'categories': [{'id': int(c), 'name': name, 'supercategory': 'none'}
-                           for c, name in zip(category_ids, classes)]}
+                           for c, name in zip(category_ids, names or classes)]}
 
 
 def voc_to_coco(voc_root, split, out_json, classes=None, category_ids=None, image_root=None,
@@ -98,7 +105,8 @@ def voc_to_coco(voc_root, split, out_json, classes=None, category_ids=None, imag
     _raise_if_fatal(report)
     if image_root is None:
         image_root = os.path.commonpath([os.path.dirname(r.image_path) for r in records])
-    data = records_to_coco(records, classes, image_root, category_ids, info)
+    data = records_to_coco(records, classes, image_root, category_ids, info,
+                           [report.display_name(c) for c in classes])
     atomic_write_json(out_json, data, indent=None)
     return out_json, os.path.abspath(image_root), len(data['images']), len(data['annotations'])
 
@@ -116,6 +124,7 @@ def coco_to_voc(annotations, images, out_root, split='all', classes=None, link=F
     records, classes, _, report = load_coco_records(annotations, images, split, classes,
                                                     check_images=check_images)
     _raise_if_fatal(report)
+    names = [report.display_name(c) for c in classes]
     stems = [os.path.splitext(os.path.basename(r.image_path))[0] for r in records]
     if len(set(stems)) != len(stems):
         stems = [r.image_id for r in records]
@@ -132,7 +141,7 @@ def coco_to_voc(annotations, images, out_root, split='all', classes=None, link=F
         else:
             shutil.copyfile(record.image_path, target)
         atomic_write_text(os.path.join(out_root, 'Annotations', name + '.xml'),
-                          _voc_xml(name + ext, record, classes))
+                          _voc_xml(name + ext, record, names))
         num_boxes += len(record.labels)
     split_name = 'trainval' if split == 'all' else split
     atomic_write_text(os.path.join(out_root, 'ImageSets', 'Main', split_name + '.txt'),
@@ -140,7 +149,7 @@ def coco_to_voc(annotations, images, out_root, split='all', classes=None, link=F
     return out_root, len(records), num_boxes
 
 
-def _voc_xml(filename, record, classes):
+def _voc_xml(filename, record, names):
     root = ET.Element('annotation')
     ET.SubElement(root, 'folder').text = 'JPEGImages'
     ET.SubElement(root, 'filename').text = filename
@@ -150,7 +159,7 @@ def _voc_xml(filename, record, classes):
     for box, label, difficult in zip(record.boxes.tolist(), record.labels.tolist(),
                                      record.difficult.tolist()):
         obj = ET.SubElement(root, 'object')
-        ET.SubElement(obj, 'name').text = classes[label]
+        ET.SubElement(obj, 'name').text = names[label]
         ET.SubElement(obj, 'difficult').text = str(int(difficult))
         bndbox = ET.SubElement(obj, 'bndbox')
         for tag, value in zip(('xmin', 'ymin', 'xmax', 'ymax'), box):

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
+from .splits import split_names
 from .voc import DatasetError, DetectionDataset, is_gluoncv_layout, load_voc_records
 from .synthetic import make_synthetic_voc
 from .coco import is_coco_data, load_coco_split
@@ -54,18 +55,31 @@ def resolve_root(data_cfg):
 
 
 # The config's default splits name GluonCV's VOC layout; on any other root they mean the
-# seeded (or ImageSets/Main) ``train`` and ``val``.
+# seeded (or ImageSets/Main) ``train`` and ``val``, or, when ImageSets/Main has no such file,
+# the other common pair, ``trainval`` and ``test``.
 GLUONCV_DEFAULT_SPLITS = {'2007_trainval+2012_trainval': 'train', '2007_test': 'val'}
+PLAIN_ALTERNATIVES = {'train': 'trainval', 'val': 'test'}
 
 
 def effective_split(root, split):
     """``(split to read, note or None)``: GluonCV's default split names on a root that is not
-    GluonCV's VOC layout become ``train``/``val``."""
-    if split in GLUONCV_DEFAULT_SPLITS and not is_gluoncv_layout(root):
-        plain = GLUONCV_DEFAULT_SPLITS[split]
-        return plain, ('split {!r} is the default for GluonCV\'s VOC layout; this root is a '
-                       'plain VOC root, so split {!r} is used'.format(split, plain))
-    return split, None
+    GluonCV's VOC layout become ``train``/``val``; when ``ImageSets/Main`` lacks that file, they
+    become ``trainval`` (only if there is no ``val.txt`` either: ``trainval`` holds ``val``) and
+    ``test``, when those files exist. Any other split name is read as given."""
+    if split not in GLUONCV_DEFAULT_SPLITS or is_gluoncv_layout(root):
+        return split, None
+    plain = GLUONCV_DEFAULT_SPLITS[split]
+    available = split_names(root)
+    alternative = PLAIN_ALTERNATIVES[plain]
+    if available and plain not in available and alternative in available and \
+            (plain == 'val' or 'val' not in available):
+        return alternative, (
+            'split {!r} is the default for GluonCV\'s VOC layout; this plain VOC root\'s '
+            'ImageSets/Main has {}.txt and no {}, so split {!r} is used'.format(
+                split, alternative, '{}.txt'.format(plain) if plain == 'val' else
+                'train.txt nor val.txt', alternative))
+    return plain, ('split {!r} is the default for GluonCV\'s VOC layout; this root is a '
+                   'plain VOC root, so split {!r} is used'.format(split, plain))
 
 
 def load_split(root, split, classes, data_cfg, progress=True, keep_crowd=True):
@@ -96,9 +110,10 @@ def build_datasets(data_cfg, logger=None, need_train=True, progress=True):
     Classes come from ``data.classes`` or are discovered (sorted) from the training split.
     Images without objects are dropped from training (they give SSD no positive target) and
     kept for validation. On a plain VOC root the default splits (GluonCV's
-    ``2007_trainval+2012_trainval``/``2007_test``) mean ``train``/``val``
-    (:func:`effective_split`). On COCO data crowd regions are left out of training and
-    ``data_cfg.category_ids`` is filled (``model.json`` records it). Raises
+    ``2007_trainval+2012_trainval``/``2007_test``) mean ``train``/``val``, or
+    ``trainval``/``test`` when only those split files exist (:func:`effective_split`). On
+    COCO data crowd regions are left out of training and ``data_cfg.category_ids`` is filled
+    (``model.json`` records it). Raises
     :class:`DatasetError` with the summary of every fatal problem, an empty split included.
     """
     logger = logger or logging.getLogger('gluon_distill')

@@ -4,12 +4,16 @@ Images are judged by the decoder training uses, :func:`gluon_distill.data.images
 (OpenCV, stored pixels); Pillow only reads metadata (mode, format, EXIF). Findings go to a
 :class:`~gluon_distill.data.report.ValidationReport`: undecodable or mostly missing images
 are bad images (fatal, or skipped), colour conversions are fixed, a size differing from the
-annotated one, a JPEG missing only its end and an EXIF orientation are warnings.
+annotated one, a JPEG missing only its end and an EXIF orientation are warnings. A truncated
+progressive JPEG is judged by the coefficients that arrived (it decodes blurred, not grey): one
+whose first pass of some coefficients never arrived is a bad image; one missing only
+refinement scans is a warning. Messages name the format the file's bytes announce, whatever its
+extension.
 """
 import os
 
 from .images import (ImageReadError, ORIENTATION_MEANING, exif_orientation, grey_tail_rows,
-                     jpeg_truncation, read_image)
+                     jpeg_stream, lost_progressive_detail, read_image, truncation)
 
 GRAYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
 # A truncated JPEG that OpenCV decodes is usable (a warning) unless at least this share of its
@@ -48,12 +52,12 @@ def checked_image_size(annotation_path, image_path, annotated, report, check_ima
         else:
             report.bad_image('corrupt_image', image_path,
                              'cannot decode image: OpenCV (the decoder training uses) fails on '
-                             'it{}'.format(_jpeg_note(image_path)))
+                             'it{}'.format(_decode_note(image_path)))
         return None
     real = (img.shape[1], img.shape[0])
     if not check_images:
         return real
-    if fmt == 'JPEG' and not _truncation_ok(image_path, img, report):
+    if fmt in ('JPEG', None) and not _truncation_ok(image_path, img, report):
         return None
     if annotated is not None and annotated != real:
         report.add('size_mismatch', 'warning', annotation_path,
@@ -86,29 +90,55 @@ def _header(image_path):
         return None, None
 
 
-def _jpeg_note(image_path):
+def _decode_note(image_path):
+    """What a file's bytes say about it, for the message of an undecodable file: ``' (truncated
+    PNG: why)'``, ``' (its first bytes ... are not those of a JPEG, PNG or BMP file)'``,
+    ``' (a PNG file, named .jpg)'``..."""
     try:
         with open(image_path, 'rb') as f:
-            why = jpeg_truncation(f.read())
+            data = f.read()
     except OSError:
         return ''
-    return ' (truncated JPEG: {})'.format(why) if why else ''
+    fmt, why = truncation(data)
+    if fmt is None:
+        return ' (its first bytes {!r} are not those of a JPEG, PNG or BMP file)'.format(
+            data[:8])
+    if why:
+        return ' (truncated {}: {})'.format(fmt, why)
+    ext = os.path.splitext(image_path)[1].lower().lstrip('.')
+    named = {'jpg': 'JPEG', 'jpeg': 'JPEG', 'png': 'PNG', 'bmp': 'BMP'}.get(ext)
+    return ' (a {} file{})'.format(fmt, ', named .' + ext if named and named != fmt else '')
 
 
 def _truncation_ok(image_path, img, report):
-    """Report a JPEG whose stream ends early; False if too much of it is lost (bad image)."""
+    """Report a JPEG whose stream ends early; False if too much of it is lost (bad image):
+    a quarter of its rows grey fill, or, progressive, coefficients that never arrived."""
     with open(image_path, 'rb') as f:
-        why = jpeg_truncation(f.read())
+        data = f.read()
+    if data[:2] != b'\xff\xd8':     # not a JPEG (Pillow could not tell)
+        return True
+    stream = jpeg_stream(data)
+    why = stream.why
     if why is None:
         return True
     height = img.shape[0]
     grey = grey_tail_rows(img)
     lost = '{} of {} rows ({:.0%}) are grey fill'.format(grey, height, grey / height)
+    what = 'truncated progressive JPEG' if stream.progressive else 'truncated JPEG'
     if grey >= MAX_GREY_SHARE * height:
         report.bad_image('truncated_image', image_path,
-                         'truncated JPEG ({}): mostly missing, {}'.format(why, lost))
+                         '{} ({}): mostly missing, {}'.format(what, why, lost))
         return False
+    blurred = lost_progressive_detail(stream)
+    if blurred:
+        report.bad_image('truncated_image', image_path,
+                         '{} ({}): it {}, so OpenCV decodes it blurred; {}'.format(
+                             what, why, blurred, lost))
+        return False
+    later = '; only refinement scans are lost (every coefficient arrived at least coarsely)' \
+        if stream.progressive else ''
     report.add('truncated_jpeg', 'warning', image_path,
-               'truncated JPEG ({}): OpenCV decodes it as training does; {}'.format(why, lost))
+               '{} ({}): OpenCV decodes it as training does; {}{} (libjpeg\'s "Premature end '
+               'of JPEG file" for it is not printed)'.format(what, why, lost, later))
     return True
 

@@ -10,12 +10,22 @@ the first problem: it records each one here, and callers decide with
   because ``on_bad_image='skip'``; without it these are fatal.
 * ``fixed``   -- repaired on load and counted (e.g. a box clipped to the image).
 * ``warning`` -- usable but suspicious.
+
+Class names follow GluonCV's rule (:func:`normalize_class_name`: stripped and lower-cased, so
+``RBC`` and ``rbc`` are one class). The report remembers how the files spell each name
+(:meth:`ValidationReport.class_name`): the summary lists classes in that spelling and says once
+which names the rule changed.
 """
 from collections import Counter
 from dataclasses import dataclass, field
 
 SEVERITIES = ('fatal', 'skipped', 'fixed', 'warning')
 ON_BAD_IMAGE = ('stop', 'skip')
+
+
+def normalize_class_name(name):
+    """GluonCV's normalisation of a class name: stripped and lower-cased."""
+    return name.strip().lower()
 
 
 class DatasetError(ValueError):
@@ -63,6 +73,32 @@ class ValidationReport:
     num_difficult: int = 0
     objects_per_class: dict = field(default_factory=dict)
     on_bad_image: str = 'stop'
+    class_spellings: dict = field(default_factory=dict)
+    given_class_spellings: dict = field(default_factory=dict)
+
+    def class_name(self, spelling, given=False):
+        """The class name of ``spelling`` (:func:`normalize_class_name`), remembering the
+        spelling: one read in an annotation file (or, ``given``, in the class list the caller
+        passed) is what :meth:`display_name` returns and what the summary's note quotes."""
+        name = normalize_class_name(spelling)
+        if given:
+            self.given_class_spellings.setdefault(name, spelling.strip())
+        else:
+            self.class_spellings.setdefault(name, Counter())[spelling.strip()] += 1
+        return name
+
+    def display_name(self, name):
+        """How the files spell class ``name`` (the most frequent spelling, the first seen of
+        equally frequent ones), else the given class list's spelling, else ``name``."""
+        if self.class_spellings.get(name):
+            return self.class_spellings[name].most_common(1)[0][0]
+        return self.given_class_spellings.get(name, name)
+
+    def renamed_classes(self):
+        """Sorted ``(spelling, name)`` pairs whose spelling the rule changed."""
+        pairs = {(s, n) for n, counts in self.class_spellings.items() for s in counts}
+        pairs |= {(s, n) for n, s in self.given_class_spellings.items()}
+        return sorted((s, n) for s, n in pairs if s != n)
 
     def add(self, kind, severity, path, message):
         """Record one problem of ``kind``; returns it."""
@@ -94,11 +130,20 @@ class ValidationReport:
         lines = ['dataset {}: {} images, {} objects ({} difficult)'.format(
             self.source or '?', self.num_images, num_objects, self.num_difficult)]
         lines += ['  ' + note for note in self.notes]
+        renamed = self.renamed_classes()
+        if renamed:
+            shown = ', '.join('{!r} -> {!r}'.format(s, n) for s, n in renamed[:8])
+            lines.append('  class names are compared lower-cased, as GluonCV does: {}{} (the '
+                         'spelling of the files is kept for display and COCO category names)'
+                         .format(shown, ', ... ({} in all)'.format(len(renamed))
+                                 if len(renamed) > 8 else ''))
         if self.objects_per_class:
             lines.append('objects per class:')
-            width = max(len(name) for name in self.objects_per_class)
+            shown = {self.display_name(name): count
+                     for name, count in self.objects_per_class.items()}
+            width = max(len(name) for name in shown)
             lines += ['  {:<{w}} {:>7}'.format(name, count, w=width)
-                      for name, count in self.objects_per_class.items()]
+                      for name, count in shown.items()]
         by_severity = Counter(p.severity for p in self.problems)
         lines.append('problems: {} fatal, {} skipped, {} fixed, {} warning'.format(
             by_severity['fatal'], by_severity['skipped'], by_severity['fixed'],

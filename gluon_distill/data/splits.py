@@ -1,7 +1,10 @@
 """Splits of a VOC-format dataset: split files, GluonCV's ``VOC<year>`` layout, seeded splits.
 
 :func:`_collect_items` turns a root and a split name into the annotation files to load;
-every problem (missing split, id without annotation, duplicate id) goes to the report.
+every problem (missing split, id without annotation, duplicate id) goes to the report. An id
+may be a relative path (``sub/00002``: ``Annotations/sub/00002.xml``, ``JPEGImages/sub/00002.*``);
+without split files every ``Annotations/**/*.xml`` is an annotation, its id the path below
+``Annotations/`` without ``.xml``.
 """
 import glob
 import os
@@ -10,6 +13,9 @@ import re
 import numpy as np
 
 SEEDED_SPLITS = ('train', 'val', 'test', 'trainval', 'all')
+# How a split missing from ImageSets/Main is chosen in the error message.
+SPLIT_FLAGS = ('choose one with --split (tools/check_dataset.py), --train-split/--val-split '
+               '(training and evaluation tools) or data.train_split/data.val_split')
 
 
 def read_split_file(path):
@@ -76,14 +82,14 @@ def _voc_root_ids(root, split, val_fraction, seed, report):
     split_file = os.path.join(main, split + '.txt')
     if os.path.isfile(split_file):
         return read_split_file(split_file), split_file
-    all_ids = [os.path.splitext(os.path.basename(p))[0]
-               for p in glob.glob(os.path.join(root, 'Annotations', '*.xml'))]
+    all_ids = annotation_ids(root)
     if split == 'all':
         return sorted(all_ids), None
     if os.path.isdir(main):
-        available = sorted(os.path.splitext(f)[0] for f in os.listdir(main) if f.endswith('.txt'))
-        report.add('missing_split', 'fatal', split_file, 'no split file {!r}; available: {}'.format(
-            split, ', '.join(available) or 'none'))
+        available = split_names(root)
+        report.add('missing_split', 'fatal', split_file, 'no split file {!r}; available: {}{}'
+                   .format(split, ', '.join(available) or 'none',
+                           ' ({})'.format(SPLIT_FLAGS) if available else ''))
         return [], None
     if split not in SEEDED_SPLITS:
         report.add('missing_split', 'fatal', root, 'no ImageSets/Main and split {!r} is not one '
@@ -93,6 +99,31 @@ def _voc_root_ids(root, split, val_fraction, seed, report):
     report.notes.append('no ImageSets/Main: seeded split {!r} (seed={}, val_fraction={}) of {} '
                         'annotations -> {} ids'.format(split, seed, val_fraction, len(all_ids), len(ids)))
     return ids, None
+
+
+def split_names(root):
+    """Sorted names of the split files in ``root/ImageSets/Main`` (``[]`` without the folder)."""
+    main = os.path.join(root, 'ImageSets', 'Main')
+    if not os.path.isdir(main):
+        return []
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(main) if f.endswith('.txt'))
+
+
+def annotation_ids(root):
+    """Ids of every ``root/Annotations/**/*.xml``: the path below ``Annotations/`` without
+    ``.xml``, with ``/`` between folders (``000005``, ``sub/000007``)."""
+    folder = os.path.join(root, 'Annotations')
+    paths = glob.glob(os.path.join(glob.escape(folder), '**', '*.xml'), recursive=True)
+    return [os.path.splitext(os.path.relpath(p, folder))[0].replace(os.sep, '/') for p in paths]
+
+
+def _bad_id(image_id):
+    """Why ``image_id`` cannot name a file below ``Annotations/``, or None."""
+    if os.path.isabs(image_id):
+        return 'is an absolute path'
+    if os.pardir in image_id.replace('\\', '/').split('/'):
+        return 'goes up a folder (..)'
+    return None
 
 
 def _collect_items(root, split, val_fraction, seed, report):
@@ -112,6 +143,11 @@ def _collect_items(root, split, val_fraction, seed, report):
     items, seen = [], set()
     for subroot, ids, split_file in parts:
         for image_id in ids:
+            bad = _bad_id(image_id)
+            if bad:
+                report.add('missing_annotation', 'fatal', split_file or root,
+                           'id {!r} {}: ids are paths below Annotations/'.format(image_id, bad))
+                continue
             xml_path = os.path.join(subroot, 'Annotations', image_id + '.xml')
             if image_id in seen:
                 report.add('duplicate_id', 'warning', split_file or xml_path,

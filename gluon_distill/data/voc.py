@@ -9,8 +9,8 @@ reported once, by name, instead of crashing an epoch hours later. Problems have 
 * ``skipped`` -- a bad image (missing, undecodable, mostly missing) left out of the dataset
   because ``on_bad_image='skip'``; without it these are fatal.
 * ``fixed``   -- repaired on load and counted (boxes clipped to the image, degenerate boxes
-  dropped, missing ``<difficult>``/``<size>`` filled with defaults, grayscale/CMYK images
-  decoded to RGB).
+  dropped, the same class and box twice in one file dropped, missing
+  ``<difficult>``/``<size>`` filled with defaults, grayscale/CMYK images decoded to RGB).
 * ``warning`` -- usable but suspicious (annotated size differs from the real one, images
   without objects, duplicate ids, a JPEG missing only its end, an EXIF orientation that a
   viewer would apply, ``<filename>`` naming another image, an image claimed by two
@@ -34,9 +34,10 @@ import gluon_distill  # noqa: F401  (numpy shim before mxnet)
 import mxnet as mx
 
 from .images import read_image
-from .report import ON_BAD_IMAGE, SEVERITIES, DatasetError, Problem, ValidationReport
+from .report import (ON_BAD_IMAGE, SEVERITIES, DatasetError, Problem, ValidationReport,
+                     normalize_class_name)
 from .splits import SEEDED_SPLITS, _collect_items, is_gluoncv_layout, read_split_file, seeded_split
-from .voc_xml import IMAGE_EXTENSIONS, normalize_class_name, parse_voc_annotation
+from .voc_xml import IMAGE_EXTENSIONS, parse_voc_annotation
 
 __all__ = ['DatasetError', 'DetectionDataset', 'IMAGE_EXTENSIONS', 'ON_BAD_IMAGE', 'Problem',
            'SEEDED_SPLITS', 'SEVERITIES', 'VOC_CLASSES', 'ValidationReport', 'discover_classes',
@@ -104,20 +105,25 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
     report = ValidationReport(source='{} (split {!r})'.format(root, split),
                               on_bad_image=on_bad_image)
     items = _collect_items(root, split, val_fraction, seed, report)
-    if classes is None:
+    discovered = classes is None
+    if discovered:
         classes = discover_classes([xml for _, xml, _ in items])
-        report.notes.append('classes discovered from annotations ({}): {}'.format(
-            len(classes), ', '.join(classes)))
     else:
+        for name in classes:
+            report.class_name(str(name), given=True)
         classes = normalized_classes(classes)
     if progress:
         from tqdm import tqdm
         items = tqdm(items, desc='checking {}'.format(os.path.basename(root) or root), unit='img')
     records = []
-    for _, xml_path, image_dir in items:
-        record = parse_voc_annotation(xml_path, classes, image_dir, report, check_images=check_images)
+    for image_id, xml_path, image_dir in items:
+        record = parse_voc_annotation(xml_path, classes, image_dir, report,
+                                      check_images=check_images, image_id=image_id)
         if record is not None:
             records.append(record)
+    if discovered:
+        report.notes.append('classes discovered from annotations ({}): {}'.format(
+            len(classes), ', '.join(report.display_name(c) for c in classes)))
     report.set_dataset(records, classes)
     _check_dataset_level(root, split, records, len(items), report)
     return records, classes, report

@@ -1,8 +1,13 @@
 """Parsing and validation of one PASCAL VOC XML annotation against its image.
 
-The image of an annotation is ``JPEGImages/<id>.<ext>`` of its file name's id, as in GluonCV;
-``<filename>`` is only a fallback when that file is absent. Boxes follow GluonCV's
-``VOCDetection``: the 1-based inclusive VOC values minus 1, clipped to the image.
+The image of an annotation is ``JPEGImages/<id>.<ext>`` of its id, as in GluonCV; an id may be a
+relative path (``sub/00002``, from a split file: ``Annotations/sub/00002.xml`` and
+``JPEGImages/sub/00002.jpg``). ``<filename>`` is only a fallback when that file is absent; a
+relative path in it (``sub/00001.jpg``) is a path under ``JPEGImages/``, and messages quote it
+as written. Boxes follow GluonCV's ``VOCDetection``: the 1-based inclusive VOC values minus 1,
+clipped to the image. The same class and box twice in one file is one object: the copies are
+dropped and counted (``duplicate_object``); they would otherwise be ground truth twice, and
+each copy that no second detection matches is a miss.
 """
 import os
 import xml.etree.ElementTree as ET
@@ -11,22 +16,19 @@ import numpy as np
 
 from .image_checks import checked_image_size
 from .records import Record
+from .report import normalize_class_name  # noqa: F401  (importable from here as before)
 
 IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.JPG', '.PNG', '.JPEG')
 
 
-def normalize_class_name(name):
-    """GluonCV's normalisation of a class name: stripped and lower-cased."""
-    return name.strip().lower()
-
-
-def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=True):
+def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=True,
+                         image_id=None):
     """Parse and validate one VOC XML file against its image.
 
     Parameters
     ----------
     xml_path : str
-        The annotation file; its stem is the image id.
+        The annotation file.
     classes : sequence of str or None
         Class list giving label indices. ``None`` accepts any name and sets labels to -1
         (use :func:`~gluon_distill.data.voc.discover_classes` first to obtain indices).
@@ -38,6 +40,9 @@ def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=T
         Decode the image with :func:`~gluon_distill.data.images.read_image` (finds corrupt and
         truncated files, the real size, colour mode, EXIF orientation). If False only its
         existence is checked and the annotated size is trusted.
+    image_id : str or None
+        The id (a split file's line, e.g. ``'000005'`` or ``'sub/000005'``); its image is
+        ``image_dir/<id>.<ext>``. Default: the stem of ``xml_path``.
 
     Returns
     -------
@@ -49,7 +54,8 @@ def parse_voc_annotation(xml_path, classes, image_dir, report, *, check_images=T
     except (ET.ParseError, OSError) as err:
         report.add('malformed_xml', 'fatal', xml_path, 'cannot parse XML: {}'.format(err))
         return None
-    image_id = os.path.splitext(os.path.basename(xml_path))[0]
+    if image_id is None:
+        image_id = os.path.splitext(os.path.basename(xml_path))[0]
     image_path = _find_image(xml_path, root.findtext('filename'), image_id, image_dir, report)
     if image_path is None:
         return None
@@ -71,28 +77,56 @@ def _find_image(xml_path, filename, image_id, image_dir, report):
     """Path of the image of annotation ``image_id``, or None (reported).
 
     VOC convention (GluonCV's ``VOCDetection``): ``image_dir/<id>.<ext>``. The XML's
-    ``<filename>`` is only used when no such file exists; when it names another file than the
-    one used, a warning names both.
+    ``<filename>`` is only used when no such file exists: as a path under ``image_dir``
+    (``sub/00001.jpg``), else by its base name (an absolute or foreign path, as some labelling
+    tools write); when it names another file than the one used, a warning names both. Messages
+    quote ``<filename>`` exactly as written.
     """
-    declared = os.path.basename((filename or '').strip())
+    declared = (filename or '').strip()
     for ext in IMAGE_EXTENSIONS:
         path = os.path.join(image_dir, image_id + ext)
         if os.path.isfile(path):
-            if declared and declared not in (image_id + ext, image_id):
+            if declared and not _names_image(declared, image_id, ext):
                 report.add('filename_mismatch', 'warning', xml_path,
                            '<filename> is {!r} but the image of id {!r} is {}; using {} '
                            '(VOC convention: JPEGImages/<id>.<ext>)'.format(
                                declared, image_id, path, image_id + ext))
             return path
-    if declared and os.path.isfile(os.path.join(image_dir, declared)):
-        path = os.path.join(image_dir, declared)
-        report.add('filename_mismatch', 'warning', xml_path,
-                   'no image {}.jpg/.png/.jpeg for id {!r}; using its <filename> {}'.format(
-                       image_id, image_id, path))
-        return path
+    for candidate in _filename_candidates(declared):
+        path = os.path.join(image_dir, candidate)
+        if os.path.isfile(path):
+            report.add('filename_mismatch', 'warning', xml_path,
+                       'no image {}.jpg/.png/.jpeg for id {!r}; using its <filename> {!r}: {}'
+                       .format(image_id, image_id, declared, path))
+            return path
     report.bad_image('missing_image', xml_path, 'no image {}.jpg/.png/.jpeg{} in {}'.format(
         image_id, ' (nor <filename> {!r})'.format(declared) if declared else '', image_dir))
     return None
+
+
+def _names_image(declared, image_id, ext):
+    """Whether ``<filename>`` names the image ``<id><ext>``: as that relative path, or, when
+    it has no folder part, by the base name (``00002.jpg`` for id ``sub/00002``)."""
+    declared = os.path.normpath(declared)
+    if declared in (os.path.normpath(image_id + ext), os.path.normpath(image_id)):
+        return True
+    return os.path.dirname(declared) == '' and declared in (
+        os.path.basename(image_id + ext), os.path.basename(image_id))
+
+
+def _filename_candidates(declared):
+    """Paths under the image folder that ``<filename>`` may mean: itself when it is a relative
+    path inside the folder, then its base name."""
+    if not declared:
+        return []
+    candidates = []
+    relative = os.path.normpath(declared)
+    if not os.path.isabs(relative) and relative.split(os.sep)[0] != os.pardir:
+        candidates.append(relative)
+    base = os.path.basename(relative)
+    if base and base not in candidates:
+        candidates.append(base)
+    return candidates
 
 
 def _annotated_size(root):
@@ -130,15 +164,16 @@ def _parse_objects(xml_path, root, classes, size, report):
     index = {name: i for i, name in enumerate(classes)} if classes is not None else None
     boxes, labels, difficult = [], [], []
     ok = True
+    seen = {}   # (class, box as written) -> (object number, <difficult> text)
     for number, obj in enumerate(root.iter('object'), 1):
         where = 'object {}'.format(number)
-        name = obj.findtext('name')
-        if name is None or not name.strip():
+        spelling = obj.findtext('name')
+        if spelling is None or not spelling.strip():
             report.add('malformed_xml', 'fatal', xml_path, '{} has no <name>'.format(where))
             ok = False
             continue
-        name = normalize_class_name(name)
-        where = 'object {} ({})'.format(number, name)
+        name = report.class_name(spelling)
+        where = 'object {} ({})'.format(number, spelling.strip())
         if index is not None and name not in index:
             report.add('unknown_class', 'fatal', xml_path, '{}: unknown class {!r} (known: {})'.format(
                 where, name, ', '.join(classes)))
@@ -147,6 +182,16 @@ def _parse_objects(xml_path, root, classes, size, report):
         box = _read_box(xml_path, obj, where, report)
         if box is None:
             ok = False
+            continue
+        flag = (obj.findtext('difficult') or '').strip()
+        first = seen.setdefault((name, tuple(box)), (number, flag))
+        if first[0] != number:
+            report.add('duplicate_object', 'fixed', xml_path,
+                       '{}: same class and box {} as object {}{}; dropped'.format(
+                           where, _fmt_box(box), first[0],
+                           ' (its <difficult> is {!r}, object {}\'s {!r}: object {} kept)'
+                           .format(flag, first[0], first[1], first[0])
+                           if flag != first[1] else ''))
             continue
         box = _clip_box(xml_path, box, size, where, report)
         if box is None:

@@ -43,13 +43,17 @@ def _quiet(fn, *args):
 
 def coco_ground_truth(annotations):
     """A pycocotools ``COCO`` of ``annotations`` (a JSON path or its parsed dict), with a
-    missing ``iscrowd`` set to 0 and a missing ``area`` to the bbox's ``w * h``."""
+    missing ``iscrowd`` set to 0, a missing ``area`` to the bbox's ``w * h``, and repeats of
+    an object dropped as the dataset loader drops them
+    (:func:`~gluon_distill.data.coco.drop_duplicate_annotations`)."""
     from pycocotools.coco import COCO
+    from ..data.coco import drop_duplicate_annotations
     if isinstance(annotations, (str, os.PathLike)):
         with open(annotations) as f:
             data = json.load(f)
     else:
         data = copy.deepcopy(annotations)
+    data['annotations'] = drop_duplicate_annotations(data.get('annotations', []))
     for ann in data.get('annotations', []):
         ann.setdefault('iscrowd', 0)
         if 'area' not in ann:
