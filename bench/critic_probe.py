@@ -12,6 +12,7 @@ critic's resize (docs/distillation.md).
 
     python bench/critic_probe.py                       # dcgan, 512 channels, sizes 32..1
     python bench/critic_probe.py --critic bn --width 512 --sizes 32 8
+    python bench/critic_probe.py --sizes 8 4 --min-size 1   # DCGAN_D without our resize
 """
 import argparse
 import os
@@ -22,12 +23,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import _bootstrap  # noqa: F401,E402
 
 
-def probe(size, channels, mode, critic, width, scale, steps, batch, seed=0):
+def probe(size, channels, mode, critic, width, scale, steps, batch, min_size, seed=0):
     import mxnet as mx
     from gluon_distill.distill.gan import GANDistiller
     mx.random.seed(seed)
     d = GANDistiller([(0, 0)], [size], [mx.cpu()], width=width, clip=0.03, lr=5e-4,
-                     beta1=0.5, channels=[channels], critic=critic, critic_batch=mode)
+                     beta1=0.5, channels=[channels], critic=critic, critic_batch=mode,
+                     critic_min_size=min_size)
     teacher = mx.nd.relu(mx.nd.random.normal(shape=(batch, channels, size, size)))
     student = teacher * scale
     for _ in range(steps):
@@ -47,16 +49,21 @@ def main(argv=None):
     parser.add_argument('--scale', type=float, default=3.0)
     parser.add_argument('--steps', type=int, default=100)
     parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--min-size', type=int, default=16,
+                        help='dcgan: maps below this size are resized to it (1: never; the '
+                             "critic's own rule is 16)")
     args = parser.parse_args(argv)
-    print('# critic {} (width {}), {} channels, student = {} x teacher, {} updates, batch {}'
-          .format(args.critic, args.width, args.channels, args.scale, args.steps, args.batch))
+    print('# critic {} (width {}, maps below {} px resized), {} channels, student = {} x '
+          'teacher, {} updates, batch {}'.format(args.critic, args.width, args.min_size,
+                                                 args.channels, args.scale, args.steps,
+                                                 args.batch))
     print('| size | batch mode | D(teacher) | D(student) | W | seconds |')
     print('|---:|---|---:|---:|---:|---:|')
     for size in args.sizes:
         for mode in ('separate', 'joint'):
             started = time.time()
             real, fake = probe(size, args.channels, mode, args.critic, args.width, args.scale,
-                               args.steps, args.batch)
+                               args.steps, args.batch, args.min_size)
             print('| {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.0f} |'.format(
                 size, mode, real, fake, fake - real, time.time() - started), flush=True)
     return 0

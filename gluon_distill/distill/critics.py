@@ -155,16 +155,17 @@ class DCGANCritic(nn.HybridBlock):
 
 
 class CriticSet(nn.HybridBlock):
-    """One :class:`Critic` per paired scale. Input: K maps; output: list of K ``(B,)`` scores."""
+    """One critic per paired scale (:class:`DCGANCritic` for ``kind`` ``dcgan``, with its
+    ``min_size``; else :class:`Critic`). Input: K maps; output: list of K ``(B,)`` scores."""
 
-    def __init__(self, sizes, width=512, channels=None, kind='plain', **kwargs):
+    def __init__(self, sizes, width=512, channels=None, kind='plain', min_size=16, **kwargs):
         super(CriticSet, self).__init__(**kwargs)
         channels = channels or [0] * len(sizes)
         self.critics = nn.HybridSequential(prefix='')
         with self.name_scope():
             for size, c in zip(sizes, channels):
-                self.critics.add(DCGANCritic(size, width, c) if kind == 'dcgan' else
-                                 Critic(size, width, c, kind))
+                self.critics.add(DCGANCritic(size, width, c, min_size) if kind == 'dcgan'
+                                 else Critic(size, width, c, kind))
 
     def hybrid_forward(self, F, *maps):
         return [critic(x) for critic, x in zip(self.critics, maps)]

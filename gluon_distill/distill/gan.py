@@ -40,7 +40,8 @@ class GANDistiller(Distiller):
         loaded before it.
     ctx_list : list of Context
     width : int
-        Channels of the critics' convolutions (the paper draws 512).
+        ``dcgan``: the first convolution's width, doubled at every layer; the other critics:
+        their constant width (the paper draws 512).
     clip : float
         WGAN weight clipping bound (the authors' logs: 0.03). 0 disables clipping.
     lr, beta1 : float
@@ -52,13 +53,20 @@ class GANDistiller(Distiller):
     gan_epochs : int
         After this many epochs the adversarial term and critic updates stop (-1: never).
     critic : str
-        ``bn`` (the reference WGAN critic: BatchNorm after each stride-2 convolution, every
-        trainable parameter clipped, gamma/beta included), ``plain`` (no normalisation,
-        clipped) or ``spectral`` (spectral normalisation of every layer; ``clip`` is then
-        ignored). See :class:`~gluon_distill.distill.critics.Critic`.
+        ``dcgan`` (the WGAN reference critic, :class:`~gluon_distill.distill.critics.
+        DCGANCritic`), ``bn`` (3x3 convolutions at a constant width with BatchNorm, a 1x1
+        score layer), ``plain`` (``bn`` without normalisation, clipped) or ``spectral``
+        (spectral normalisation of every layer; ``clip`` is then ignored). Every trainable
+        parameter of a clipped critic is clipped, gamma/beta included.
     adv_trainer : Trainer, optional
         ``adv_optimizer: adam``: an Adam over the student's parameters applying the
         adversarial gradient (the step's ``loss_trainer``).
+    critic_batch : str
+        ``joint``: each device's teacher and student maps go through a critic as one batch
+        (its BatchNorm normalises them together), in the critic update and in the
+        adversarial term; ``separate``: as two batches.
+    critic_min_size : int
+        ``dcgan``: maps below this size are resized to it (1: never; a 1 px map then fails).
     """
     name = 'gan'
     loss_name = 'Loss_G_adv'
@@ -66,7 +74,7 @@ class GANDistiller(Distiller):
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
                  n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None,
-                 critic='dcgan', adv_trainer=None, critic_batch='joint'):
+                 critic='dcgan', adv_trainer=None, critic_batch='joint', critic_min_size=16):
         if critic not in CRITICS:
             raise ValueError('distill.critic: expected one of {}, got {!r}'.format(
                 ', '.join(CRITICS), critic))
@@ -83,7 +91,7 @@ class GANDistiller(Distiller):
         self.n_critic = n_critic
         self.adv_weight = adv_weight
         self.gan_epochs = gan_epochs
-        self.critics = CriticSet(sizes, width, channels, kind=critic)
+        self.critics = CriticSet(sizes, width, channels, kind=critic, min_size=critic_min_size)
         self.critics.initialize(mx.init.Normal(0.02), ctx=self.ctx_list)
         # update_on_kvstore=False: each device updates its own copy, which clip_weights can
         # then clip in place (a kvstore-held weight would be re-broadcast over the clipped one)
