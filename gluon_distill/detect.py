@@ -4,21 +4,37 @@ Images are decoded by :func:`gluon_distill.data.images.read_image` (stored pixel
 orientation ignored), as in training and evaluation. A folder argument means the image files
 in it; an input that is missing or not a decodable image is reported and skipped, the others
 are processed.
+
+Detections come from the model family's own prediction path, the one ``tools/eval.py`` scores
+(:meth:`~gluon_distill.families.base.DetectorFamily.predictions`: an SSD's square input, a
+Faster R-CNN's short side within its max size), with the NMS settings of the training run
+(``model.json``'s ``eval``), boxes in the original image's 0-based pixels, clipped to it. So a
+box printed here is the box ``tools/eval.py`` writes for the image to its devkit results file
+(there 1-based) and the box the exported model gives.
+
+The drawing is made on a copy of the image no larger than ``draw_max_side`` pixels on its
+longer side (default :data:`DRAW_MAX_SIDE`; 0: full size): a 14000 x 14000 image drawn at full
+size took 61 s and 3.7 GB and gave a 50 MB PNG; bounded, 8 s and 1.5 GB. The printed boxes stay
+in the original pixels; a note says when the drawing was scaled down.
 """
 import os
+from collections import namedtuple
 
 import numpy as np
 
 import mxnet as mx
 
 from .data.images import ImageReadError, is_image_file, read_image
-from .evaluation.inference import clip_boxes, prepare_for_inference
 from .io_utils import ensure_writable_dir
+
+#: longest side (px) of a drawing by default; larger images are drawn on a scaled-down copy
+DRAW_MAX_SIDE = 2048
 
 
 def preprocess(image, data_shape, mean, std):
     """``(1, 3, S, S)`` float32 NDArray of an RGB uint8 ``(H, W, 3)`` image, resized and
-    normalised as the evaluation does (GluonCV's SSDDefaultValTransform)."""
+    normalised as the SSD evaluation does (GluonCV's SSDDefaultValTransform). Export
+    verification on photos uses it (:func:`gluon_distill.export.image_input`)."""
     from gluoncv.data.transforms import image as timage
     src = mx.nd.array(image, dtype=np.uint8)
     img = timage.imresize(src, data_shape, data_shape, interp=9)
@@ -33,14 +49,85 @@ def load_image(path, data_shape, mean, std):
     return preprocess(image, data_shape, mean, std), image
 
 
-def detect(net, x, image_size, data_shape, thresh=0.5):
-    """``(boxes (K, 4), labels (K,), scores (K,))`` above ``thresh``, boxes in the original
-    image's 0-based pixels, clipped to it."""
-    ids, scores, boxes = [a[0].asnumpy() for a in net(x)]
-    keep = (ids[:, 0] >= 0) & (scores[:, 0] >= thresh)
-    h, w = image_size
-    scale = np.array([w, h, w, h], np.float32) / data_shape
-    return clip_boxes(boxes[keep] * scale, w, h), ids[keep, 0].astype(int), scores[keep, 0]
+FileRecord = namedtuple('FileRecord', ['index', 'image_id', 'path', 'width', 'height'])
+
+
+class ImageFiles(mx.gluon.data.Dataset):
+    """Image files as the dataset a family's ``predictions`` reads: item ``(image (H, W, 3)
+    uint8 NDArray, no labels (0, 6))``, ``record(i)`` its :data:`FileRecord` (known once the
+    item was read). Files are decoded when the loader asks for them, one at a time;
+    ``keep(image)`` (if given) is stored per index in :attr:`kept` (the drawing copy). A file
+    that cannot be read raises :class:`ImageReadError` and is remembered in :attr:`failed`."""
+
+    def __init__(self, paths, keep=None):
+        self.paths = list(paths)
+        self.keep = keep
+        self.kept = {}
+        self.failed = None
+        self._records = {}
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        try:
+            image = read_image(path)
+        except ImageReadError:
+            self.failed = index
+            raise
+        height, width = image.shape[:2]
+        self._records[index] = FileRecord(index, os.path.splitext(os.path.basename(path))[0],
+                                          path, width, height)
+        if self.keep is not None:
+            self.kept[index] = self.keep(image)
+        return mx.nd.array(image, dtype=np.uint8), np.zeros((0, 6), np.float32)
+
+    def record(self, index):
+        return self._records[index]
+
+
+def predict_files(net, spec, paths, ctx=None, settings=None, keep=None):
+    """Yield ``(path, kept, boxes (K, 4), labels (K,), scores (K,))`` per image file, in
+    order, from the family's :meth:`predictions` (the path evaluation takes), or ``(path,
+    None, reason, None, None)`` for a file that cannot be read. ``settings``: an
+    :class:`~gluon_distill.config.EvalConfig` (default: the run's NMS, batch size 1)."""
+    from .config import EvalConfig
+    from .evaluation.run import eval_settings
+    from .families import family_of_spec
+    family = family_of_spec(spec)
+    ctx = ctx or [mx.cpu()]
+    ctx = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+    if settings is None:
+        settings = EvalConfig(batch_size=1, **eval_settings(
+            spec, nms_thresh=None, nms_topk=None, post_nms=None, iou_thresh=None))
+    start = 0
+    while start < len(paths):
+        files = ImageFiles(paths[start:], keep)
+        try:
+            for record, boxes, labels, scores in family.predictions(net, files, spec, ctx,
+                                                                    settings):
+                yield record.path, files.kept.pop(record.index, None), boxes, labels, scores
+        except ImageReadError as e:
+            # the loader stops at an unreadable file: report it, go on after it
+            yield paths[start + files.failed], None, str(e).split(': ', 1)[-1], None, None
+            start += files.failed + 1
+            continue
+        break
+
+
+def bounded_copy(image, max_side=DRAW_MAX_SIDE):
+    """``(image, (sx, sy))``: ``image`` scaled down (area interpolation) so that its longer
+    side is at most ``max_side`` px, and the factors along x and y; the image itself and
+    ``(1.0, 1.0)`` when it fits or ``max_side`` is 0."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, (1.0, 1.0)
+    import cv2
+    scale = float(max_side) / max(h, w)
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, (size[0] / float(w), size[1] / float(h))
 
 
 def draw(image, boxes, labels, scores, classes, out_path, thresh=0.5):
@@ -100,30 +187,43 @@ def output_names(paths):
     return names
 
 
-def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None):
+def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None,
+                  draw_max_side=DRAW_MAX_SIDE):
     """Run the detector saved at ``params`` on ``images`` (files or folders of images); write
-    ``OUT/<name>.png`` per image. ``out_dir`` is checked writable before anything is loaded.
+    ``OUT/<name>.png`` per image, drawn on a copy at most ``draw_max_side`` px on its longer
+    side (0: full size). ``out_dir`` is checked writable before anything is loaded.
 
     Returns ``[(image, out_path or None, detections or error message), ...]``: detections as
-    ``[(class, score, (x1, y1, x2, y2)), ...]`` for processed images, a one-line reason (str)
-    for skipped inputs; plus, first, ``(folder, None, note)`` entries describing folders.
+    ``[(class, score, (x1, y1, x2, y2)), ...]`` (original pixels) for processed images, a
+    one-line reason (str) for skipped inputs; plus ``(None, None, note)`` entries: first
+    those describing folders, and before an image drawn scaled down, one saying so.
     """
     ensure_writable_dir(out_dir, 'output folder')
+    if draw_max_side is not None and draw_max_side < 0:
+        raise ValueError('draw_max_side: expected a side in pixels (0: full size), got '
+                         '{}'.format(draw_max_side))
     paths, notes = expand_inputs(images)
     from .models.io import load_detector
     net, spec = load_detector(params, ctx)
-    prepare_for_inference(net)
     net.hybridize(static_alloc=True)
     results = [(None, None, note) for note in notes]
-    for path, name in zip(paths, output_names(paths)):
-        try:
-            x, image = load_image(path, spec['data_shape'], spec['mean'], spec['std'])
-        except ImageReadError as e:
-            results.append((path, None, 'skipped: {}'.format(str(e).split(': ', 1)[-1])))
+    predictions = predict_files(net, spec, paths, ctx, keep=lambda image: (
+        bounded_copy(image, draw_max_side), image.shape[:2]))
+    for (path, kept, boxes, labels, scores), name in zip(predictions, output_names(paths)):
+        if kept is None:
+            results.append((path, None, 'skipped: {}'.format(boxes)))
             continue
-        boxes, labels, scores = detect(net, x, image.shape[:2], spec['data_shape'], thresh)
-        out = draw(image, boxes, labels, scores, spec['classes'], os.path.join(out_dir, name),
-                   thresh)
+        keep = scores >= thresh
+        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+        (picture, scale), (h, w) = kept
+        if scale != (1.0, 1.0):
+            results.append((None, None, '{}: drawn at {}x{} px, scaled down from {}x{} '
+                                        '(--draw-max-side {}; 0 draws full size); boxes are in '
+                                        'the original pixels'.format(
+                                            path, picture.shape[1], picture.shape[0], w, h,
+                                            draw_max_side)))
+        out = draw(picture, boxes * np.array(scale * 2, np.float32), labels, scores,
+                   spec['classes'], os.path.join(out_dir, name), thresh)
         dets = [(spec['classes'][c], float(s), tuple(float(v) for v in b))
                 for b, c, s in zip(boxes, labels, scores)]
         results.append((path, out, dets))

@@ -70,7 +70,7 @@ def test_mxnet_export_round_trip_without_gluon_distill(models, tmp_path):
     x = verify_input(SIZE, info['mean'], info['std'], batch=2, seed=7)
     np.save(str(tmp_path / 'x.npy'), x)
     # NumPy >= 1.24 (Python 3.12, no older wheel) lacks the aliases MXNet 1.9.1 imports: a
-    # deployment there restores them first, in two lines of its own (README, "Deploy")
+    # deployment there restores them first, in two lines of its own (docs/deploy.md)
     aliases = ('import numpy as np\n'
                'for k, v in dict(bool=bool, int=int, float=float, complex=complex, '
                'object=object, str=str).items(): np.__dict__.setdefault(k, v)\n')

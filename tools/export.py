@@ -10,15 +10,20 @@ gluon_distill needed) and model-raw-symbol.json (raw outputs, same params). ``--
 model.onnx (opset 13, dynamic batch, per-class NMS in the graph; needs ``.[deploy]``).
 Default: both. A distilled student is exported with its adapters folded into the head.
 After export the files are run against the original network on the same input: the largest
-differences of raw class scores and box offsets are printed, with whether the detections
-agree; a disagreement is an error (exit 2). The input is a generated batch, or with
---verify-image the given photos, decoded as training and detect.py decode them.
-An unwritable --out stops at once, before the model is loaded (exit 2).
+differences of raw class scores and box offsets are printed, with the tolerances and whether
+the detections agree; a disagreement is an error (exit 2). Raw outputs must agree within 1e-3
+(relative above magnitude 1), detections within what that allows (a score by half the logit
+tolerance, a box by the offset tolerance times its anchor and size), ties at equal scores
+or at the NMS threshold allowed. An original network that itself gives inf or nan is named as
+such. The input is a generated batch, or with --verify-image the given photos, decoded as
+training and detect.py decode them. An unwritable --out stops at once, before the model is
+loaded (exit 2).
 
 A Faster R-CNN (tools/train_rcnn.py) exports in the MXNet format: model-symbol.json +
 model-0000.params, input one image (1, 3, H, W) resized to its short side, verified against
-the Gluon network (detections agree). --format onnx stops with the converter's reason (MXNet
-1.9.1's converter writes a graph onnxruntime cannot load, with class-agnostic NMS).
+the Gluon network (detections agree). --format onnx is refused before anything is converted
+or written (MXNet 1.9.1's converter writes a graph onnxruntime cannot load, with
+class-agnostic NMS).
 """
 import argparse
 import sys

@@ -12,8 +12,12 @@ def prepare_for_inference(net, nms_thresh=0.45, nms_topk=400, post_nms=100):
 
     A hybridized SSD fixes its training/inference branch when its graph is first built;
     ``set_nms`` clears that cached graph. Call :func:`prepare_for_training` afterwards to train
-    on.
+    on. The box decoder is clamped (:func:`~gluon_distill.models.ssd.clamp_box_decoder`; a
+    network composed outside :func:`~gluon_distill.models.ssd.build_ssd`, such as a distilled
+    student, gets it here), as every export is.
     """
+    from ..models.ssd import clamp_box_decoder
+    clamp_box_decoder(net)
     net.set_nms(nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
 
 

@@ -22,7 +22,12 @@ Files written to ``OUT``:
 
 A Faster R-CNN (``model.json`` kind ``faster_rcnn``) goes through :mod:`.rcnn`: the MXNet
 format only (one image ``(1, 3, H, W)`` per call, any size), verified on one image; ONNX is
-refused with the converter's reason.
+refused before anything is converted or written, with the converter's reason.
+
+Verification (:mod:`.verify`): raw outputs within 1e-3 (relative above magnitude 1), detections
+within the tolerances that implies, ties at equal scores or at the NMS threshold allowed. Every
+exported graph decodes boxes with the clamp validation, evaluation and detection use
+(:data:`gluon_distill.models.ssd.BOX_SCALE_CLAMP`).
 
 Modules: :mod:`.graph` (the raw SSD graph, adapter folding, symbol capture),
 :mod:`.mxnet_format`, :mod:`.onnx_format` (ONNX with its own NMS; its docstring records the
@@ -34,10 +39,11 @@ from .graph import _sym_and_params  # noqa: F401  (bench/latency.py imports it f
 from .mxnet_format import export_mxnet, load_mxnet
 from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx, onnx_session, run_onnx
 from .run import export_detector, image_input
-from .verify import (ExportError, compare, detections_agree, format_report, reference_outputs,
-                     verify_export, verify_input)
+from .verify import (ExportError, compare, detection_tolerances, detections_agree,
+                     format_report, reference_outputs, verify_export, verify_input)
 
 __all__ = ['ExportError', 'ONNX_OPSET', 'ONNX_OUTPUTS', 'PREFIX', 'RawSSD', 'VALID_THRESH',
-           'compare', 'count_params_macs', 'deployable', 'detections_agree', 'export_detector',
+           'compare', 'count_params_macs', 'deployable', 'detection_tolerances',
+           'detections_agree', 'export_detector',
            'export_mxnet', 'export_onnx', 'format_report', 'image_input', 'load_mxnet',
            'onnx_session', 'reference_outputs', 'run_onnx', 'verify_export', 'verify_input']

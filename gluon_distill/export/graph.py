@@ -49,12 +49,15 @@ class RawSSD(nn.HybridBlock):
 
 def deployable(net, spec):
     """``(net, folded)``: the network to ship. A distilled student with adapters is folded
-    (adapters multiplied into the head's predictors); anything else is returned as is."""
+    (adapters multiplied into the head's predictors); anything else is returned as is. Its
+    box decoder is clamped as in validation, evaluation and detection
+    (:func:`~gluon_distill.models.ssd.clamp_box_decoder`)."""
+    from ..models.ssd import clamp_box_decoder
     adapters = getattr(getattr(net, 'features', None), 'adapters', None)
     if spec.get('kind') == 'distilled_ssd' and adapters is not None:
         from ..distill.student import fold
-        return fold(net), True
-    return net, False
+        return clamp_box_decoder(fold(net)), True
+    return clamp_box_decoder(net), False
 
 
 def _sym_and_params(block, x):

@@ -7,8 +7,8 @@ image resized to a short side ``data_shape`` within ``max_size`` and normalised,
 ``boxes (1, P, 4)`` (corner pixels of the input; padding rows -1). Verified against the Gluon
 network on one image (detections agree).
 
-ONNX is attempted and refused with the reason (:func:`export_rcnn_onnx`): MXNet 1.9.1's
-converter writes a graph onnxruntime cannot load, with class-agnostic NMS.
+ONNX is refused before anything is converted or written (:func:`onnx_refusal`): MXNet
+1.9.1's converter writes a graph onnxruntime cannot load, with class-agnostic NMS.
 """
 import os
 import warnings
@@ -67,39 +67,18 @@ def load_rcnn_mxnet(out_dir, ctx=None):
                                          prefix + '-0000.params', ctx=ctx or mx.cpu())
 
 
-def export_rcnn_onnx(net, out_dir, x, nms):
-    """ONNX export, attempted: MXNet 1.9.1's converter translates GluonCV's inference graph
-    but (measured) writes a ``Split`` node onnxruntime rejects ("Neither 'split' input nor
-    'num_outputs' attribute has been given") and maps the per-class ``box_nms`` to ONNX's
-    class-agnostic suppression (it warns so). Whatever fails - conversion or loading - is an
-    :class:`ExportError` saying why; nothing is left behind."""
-    import logging
-    path = os.path.join(out_dir, PREFIX + '.onnx')
-    files = export_rcnn_mxnet(net, out_dir, x, nms)
-    stage = 'conversion'
-    try:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the converter's box_nms warning: said in the error
-        try:
-            mx.onnx.export_model(files['symbol'], files['params'], [x.shape], [np.float32],
-                                 path, dynamic=True, dynamic_input_shapes=[(1, 3, None, None)])
-        finally:
-            root.setLevel(level)
-        stage = 'loading in onnxruntime'
-        import onnxruntime
-        onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
-    except Exception as e:  # converter and runtime raise many types
-        if os.path.exists(path):
-            os.remove(path)
-        text = str(e).strip()
-        reason = text.splitlines()[-1][:240] if text else type(e).__name__
-        raise ExportError(
-            "ONNX export of a Faster R-CNN fails at {} with MXNet {}'s converter ({}: {}); "
-            "besides, the converter turns GluonCV's per-class NMS into class-agnostic "
-            "suppression. Use --format mxnet (the MXNet symbol export is verified)".format(
-                stage, mx.__version__, type(e).__name__, reason)) from None
-    return path
+def onnx_refusal():
+    """The :class:`ExportError` refusing a Faster R-CNN in ONNX, raised before anything is
+    converted or written. Measured with MXNet 1.9.1's converter (onnx 1.16.2, onnxruntime
+    1.19.2): it translates GluonCV's inference graph (with dozens of lines of warnings) but
+    writes a ``Split`` node onnxruntime rejects ("Neither 'split' input nor 'num_outputs'
+    attribute has been given"), and it maps the per-class ``box_nms`` to ONNX's class-agnostic
+    suppression (it warns so), which would change the detections even if the graph loaded."""
+    return ExportError(
+        "ONNX export of a Faster R-CNN is not supported: MXNet {}'s converter writes a graph "
+        "onnxruntime cannot load (a Split node without its 'split' sizes) and turns GluonCV's "
+        "per-class NMS into class-agnostic suppression. Nothing was written; use --format "
+        "mxnet (the MXNet symbol export is verified)".format(mx.__version__))
 
 
 def verify_rcnn(net, out_dir, x, nms):
@@ -121,11 +100,12 @@ def verify_rcnn(net, out_dir, x, nms):
 
 
 def export_rcnn(net, spec, out_dir, formats, nms, verify=True, verify_images=None):
-    """``(files, report rows or None)`` of a Faster R-CNN export."""
+    """``(files, report rows or None)`` of a Faster R-CNN export (MXNet format only: ONNX
+    raises :func:`onnx_refusal` before anything is written)."""
+    if 'onnx' in formats:
+        raise onnx_refusal()
     x = rcnn_input(spec, verify_images)
     files = {}
-    if 'onnx' in formats:
-        files['onnx'] = export_rcnn_onnx(net, out_dir, x, nms)
     if 'mxnet' in formats:
         files.update(export_rcnn_mxnet(net, out_dir, x, nms))
     rows = verify_rcnn(net, out_dir, x, nms) if verify and 'mxnet' in formats else None

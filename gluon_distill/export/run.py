@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from ..io_utils import atomic_write_json, ensure_writable_dir
-from ..models.ssd import ModelError
+from ..models.ssd import ModelError, clamp_box_decoder
 from .graph import VALID_THRESH, deployable
 from .mxnet_format import export_mxnet
 from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx
@@ -34,6 +34,9 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
     unknown = [f for f in formats if f not in ('mxnet', 'onnx')]
     if unknown:
         raise ModelError('unknown export format {}: choose mxnet or onnx'.format(unknown))
+    if 'onnx' in formats and _kind(params, spec) == 'faster_rcnn':
+        from .rcnn import onnx_refusal
+        raise onnx_refusal()          # before the folder is touched or anything converted
     ensure_writable_dir(out_dir, 'export folder')
     if net is None:
         from ..models.io import load_detector
@@ -45,7 +48,7 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
         return _export_rcnn(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
                                                                    post_nms), verify,
                             verify_images)
-    original = net
+    original = clamp_box_decoder(net)     # the reference decodes as the shipped graph does
     ship, folded = deployable(net, spec)
     nms = (nms_thresh, nms_topk, post_nms)
     os.makedirs(out_dir, exist_ok=True)
@@ -84,7 +87,6 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
     return info
 
 
-
 def _export_rcnn(params, net, spec, out_dir, formats, nms, verify, verify_images):
     from .rcnn import export_rcnn
     os.makedirs(out_dir, exist_ok=True)
@@ -106,3 +108,15 @@ def _export_rcnn(params, net, spec, out_dir, formats, nms, verify, verify_images
         info['verification'] = rows
     atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
     return info
+
+
+def _kind(params, spec):
+    """The ``model.json`` kind of the model to export, or None when it cannot be read yet
+    (loading the model then reports why)."""
+    if spec is not None:
+        return spec.get('kind')
+    from ..models.io import read_model_json
+    try:
+        return read_model_json(params).get('kind')
+    except (ModelError, OSError, ValueError):
+        return None

@@ -19,7 +19,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from .ssd import ModelError, default_initializer, zoo_download_hint
+from .ssd import BOX_SCALE_CLAMP, ModelError, default_initializer, zoo_download_hint
 
 #: GluonCV's VOC Faster R-CNN presets (``faster_rcnn_<network>_voc``), and the tiny test net
 ZOO_NETWORKS = ('resnet50_v1b', 'resnet101_v1d')
@@ -178,7 +178,10 @@ def build_faster_rcnn(arch, classes, pretrained_base=False, ctx=None):
     """A GluonCV ``FasterRCNN`` for ``arch`` predicting ``classes``, initialised on ``ctx``
     (a list), with GluonCV's frozen parameters (``grad_req='null'``) outside its
     ``train_patterns``. Built with ``get_faster_rcnn`` (the zoo constructors refuse
-    ``roi_mode``); one image per device (inference; training runs :class:`RCNNTrainForward`)."""
+    ``roi_mode``); one image per device (inference; training runs :class:`RCNNTrainForward`).
+    The RPN's and the RCNN's box decoders clamp their width/height offsets at
+    :data:`~gluon_distill.models.ssd.BOX_SCALE_CLAMP` (detectron2's log(1000/16)), as the
+    SSD's does: no path yields a non-finite box."""
     from gluoncv.model_zoo.rcnn.faster_rcnn import get_faster_rcnn
     ctx = ctx or [mx.cpu()]
     if arch.network == 'tiny':
@@ -196,7 +199,7 @@ def build_faster_rcnn(arch, classes, pretrained_base=False, ctx=None):
         top_features=top_features, classes=list(classes), short=arch.data_shape,
         max_size=arch.max_size, train_patterns=patterns, nms_thresh=0.3, nms_topk=400,
         post_nms=100, roi_mode=arch.roi_mode, roi_size=tuple(arch.roi_size), strides=16,
-        clip=None, rpn_channel=arch.rpn_channel, base_size=arch.base_size,
+        clip=BOX_SCALE_CLAMP, rpn_channel=arch.rpn_channel, base_size=arch.base_size,
         scales=tuple(arch.scales), ratios=tuple(arch.ratios), alloc_size=tuple(arch.alloc_size),
         rpn_nms_thresh=0.7, rpn_train_pre_nms=arch.rpn_train_pre_nms,
         rpn_train_post_nms=arch.rpn_train_post_nms, rpn_test_pre_nms=arch.rpn_test_pre_nms,

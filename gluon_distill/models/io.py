@@ -15,7 +15,7 @@ import mxnet as mx
 
 from .. import __version__
 from ..io_utils import atomic_write_json
-from .ssd import arch_from_dict, build_ssd, initialize, ModelError
+from .ssd import arch_from_dict, build_ssd, clamp_box_decoder, initialize, ModelError
 
 MODEL_JSON = 'model.json'
 FORMAT = 'gluon_distill.model/1'
@@ -113,7 +113,7 @@ def build_from_spec(spec, ctx=None):
         net = build_ssd(arch_from_dict(spec['arch']), spec['classes'])
     else:
         from ..distill.student import build_student_from_spec
-        net = build_student_from_spec(spec)
+        net = clamp_box_decoder(build_student_from_spec(spec))   # composed from GluonCV's SSD
     initialize(net, ctx or mx.cpu())
     return net
 

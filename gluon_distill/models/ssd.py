@@ -7,6 +7,7 @@ presets; their anchor sizes and steps are absolute pixels for the preset's base 
 are scaled to the requested input size.
 """
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, asdict
@@ -80,6 +81,14 @@ TINY_SIZE_FRACTIONS = [0.1, 0.2, 0.375, 0.55, 0.725, 0.9]
 _RATIOS_5 = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 2 + [[1, 2, 0.5]] * 2
 
 ZOO_NETWORKS = sorted({name for name, _ in _ZOO})
+
+#: The largest log-scale by which a decoded box may exceed its anchor (or proposal): the
+#: width/height offsets (times the decoder's std) are clamped at it before ``exp``. It is
+#: detectron2's clamp (``_DEFAULT_SCALE_CLAMP = log(1000 / 16)``: a box at most 62.5 times its
+#: anchor), far above any trained offset. Without it an early student's offsets can pass
+#: 88.7, where float32 ``exp`` overflows to inf: non-finite boxes, which break NMS and differ
+#: between runtimes.
+BOX_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
 class ModelError(ValueError):
@@ -204,9 +213,9 @@ def build_ssd(arch, classes, pretrained_base=False, ctx=None, **ssd_kwargs):
     base_name = None if callable(features) else base_network(arch.network)
     pretrained = bool(pretrained_base) and arch.network != 'tiny'
     try:
-        return SSD(base_name, arch.data_shape, features, arch.filters, arch.sizes, arch.ratios,
-                   arch.steps, classes=list(classes), pretrained=pretrained, ctx=ctx,
-                   **ssd_kwargs)
+        return clamp_box_decoder(SSD(base_name, arch.data_shape, features, arch.filters,
+                                     arch.sizes, arch.ratios, arch.steps, classes=list(classes),
+                                     pretrained=pretrained, ctx=ctx, **ssd_kwargs))
     except Exception as e:  # a failed download surfaces as several exception types
         if not pretrained:
             raise
@@ -216,6 +225,39 @@ def build_ssd(arch, classes, pretrained_base=False, ctx=None, **ssd_kwargs):
             'Offline, download them elsewhere and place the file at {}, or pass '
             '--no-pretrained-base.'.format(base, type(e).__name__, str(e).splitlines()[0][:120]
                                            if str(e) else '', zoo_download_hint(base))) from e
+
+
+def clamp_box_decoder(net):
+    """Clamp every box decoder of ``net`` (GluonCV's ``NormalizedBoxCenterDecoder``: the SSD's
+    ``bbox_decoder``; a Faster R-CNN's RPN and RCNN decoders) at :data:`BOX_SCALE_CLAMP`.
+
+    The clamp is the decoder's own ``clip`` (``box_decode``'s ``clip`` attribute in the
+    symbol, a ``Where`` before ``Exp`` in ONNX), so validation, evaluation, detection and every
+    exported graph apply the same one. Idempotent; a cached graph is dropped when a decoder
+    changes. Returns ``net``.
+    """
+    from gluoncv.nn.coder import NormalizedBoxCenterDecoder
+    blocks = list(_blocks(net))
+    decoders = [b for b in blocks if isinstance(b, NormalizedBoxCenterDecoder) and
+                b._clip != BOX_SCALE_CLAMP]
+    for decoder in decoders:
+        decoder._clip = BOX_SCALE_CLAMP
+    if decoders:  # graphs traced with the old clip
+        for block in blocks:
+            if isinstance(block, mx.gluon.HybridBlock):
+                block._clear_cached_op()
+    return net
+
+
+def _blocks(net):
+    """``net`` and every block below it, each once."""
+    stack, seen = [net], set()
+    while stack:
+        block = stack.pop()
+        if id(block) not in seen:
+            seen.add(id(block))
+            yield block
+            stack.extend(block._children.values())
 
 
 class DetectorInit(mx.init.Xavier):
