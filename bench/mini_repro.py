@@ -11,6 +11,12 @@ Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only,
 critic, width 64), gan_w512 (bn, width 512), gan_plain (clipped critic without BatchNorm, width
 64), gan_spectral (spectral normalisation, adversarial weight 0.01, width 64).
 
+Cosine attention (our reading, gluon_distill/distill/cosine.py): cosine, gan_cosine (the gan
+arm plus the cosine term; also paired with gan), rcnn_cosine, rcnn_gan_cosine, e.g.
+
+    python bench/mini_repro.py --out runs/mini --arms head_only gan cosine gan_cosine --seeds 0 1 2 \
+        --epochs 40 --teacher-epochs 50
+
 Faster R-CNN arms (their own teacher, rcnn_teacher/): rcnn_baseline, rcnn_head_only,
 rcnn_mimic, rcnn_fgfi, rcnn_gan; e.g. two processes at once, the second after the teacher:
 

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 # The names of the distillation methods (``distill.method``: one, or several joined by ``+``)
 # and of the ablation without any distillation loss, which combines with nothing.
 # :mod:`gluon_distill.distill.methods` maps each name to its builder.
-DISTILL_METHODS = ('gan', 'mimic', 'fgfi')
+DISTILL_METHODS = ('gan', 'mimic', 'fgfi', 'cosine')
 DISTILL_ABLATION = 'head_only'
 
 # dotted key -> the values it allows (every string option with a closed set of values)
@@ -192,6 +192,14 @@ class GanConfig:
     adv_lr: float = 0.0005
     adv_beta1: float = 0.5
     epochs: int = -1
+    # the critics' (and the adversarial Adam's) own LR steps, epochs at which their rates are
+    # multiplied by train.lr_decay; None: the run's train.lr_steps; []: constant rates (the
+    # authors' Faster R-CNN log: lr_decay_GAN_epoch=5,20)
+    lr_steps: Optional[List[int]] = None
+    # the first this many epochs the critics train alone: the student learns from the
+    # detection loss only, without the adversarial term (our reading of the Faster R-CNN
+    # log's train_D_eopch=2; docs/distillation.md)
+    critic_warmup_epochs: int = 0
 
 
 @dataclass
@@ -206,6 +214,17 @@ class FgfiConfig:
     weight: float = 0.01
     psi: float = 0.5
     warmup_iters: int = 400
+
+
+@dataclass
+class CosineConfig:
+    """``distill.cosine``: our reading of the authors' unpublished "cosine attention": per
+    location, 1 - cosine + relative length difference of the adapted student vector and the
+    teacher vector, weighted by an attention map of the teacher's feature norms
+    (:mod:`gluon_distill.distill.cosine`)."""
+    weight: float = 1.0
+    attention_power: float = 2.0
+    epochs: int = -1
 
 
 # the former flat ``distill.KEY`` -> its key in a method's subsection
@@ -236,9 +255,10 @@ class DistillConfig:
 
     ``method``: ``gan`` (the paper: per-scale WGAN critics + SSD loss through the teacher's
     head), ``mimic`` (L2 on the paired maps), ``fgfi`` (masked imitation near the objects),
-    several joined by ``+`` (``gan+fgfi``), or ``head_only`` (the ablation: student, adapters
-    and teacher-initialised head on the SSD loss alone). Each method reads its own
-    subsection (``gan``, ``mimic``, ``fgfi``). The former flat keys (``distill.critic``,
+    ``cosine`` (our reading of the authors' "cosine attention"), several joined by ``+``
+    (``gan+fgfi``, ``gan+cosine``), or ``head_only`` (the ablation: student, adapters and
+    teacher-initialised head on the SSD loss alone). Each method reads its own subsection
+    (``gan``, ``mimic``, ``fgfi``, ``cosine``). The former flat keys (``distill.critic``,
     ``distill.clip``, ``distill.gan_epochs``, ...) still work, with a warning: see
     :data:`LEGACY_DISTILL_KEYS`.
     """
@@ -250,6 +270,7 @@ class DistillConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     mimic: MimicConfig = field(default_factory=MimicConfig)
     fgfi: FgfiConfig = field(default_factory=FgfiConfig)
+    cosine: CosineConfig = field(default_factory=CosineConfig)
 
 
 def distill_key(d, key):

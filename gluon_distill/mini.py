@@ -13,12 +13,15 @@ teacher and student maps normalised together, the adversarial term applied by it
 with the logs' ``lrG``), ``gan_bn`` (the former default: ``bn`` at width 64, separate batches,
 one shared optimizer), ``gan_w512`` (``bn`` at width 512), ``gan_plain`` (the un-normalised
 clipped critic, width 64) and ``gan_spectral`` (spectral normalisation, adversarial weight
-0.01, width 64).
+0.01, width 64). ``cosine`` is our reading of the authors' unpublished "cosine attention"
+(:mod:`gluon_distill.distill.cosine`, weight 1, attention ``|t|^2``), ``gan_cosine`` the ``gan``
+arm with it (also paired with ``gan``: what the cosine term adds to the critics).
 
 Faster R-CNN arms (:data:`RCNN_BASE`, :data:`RCNN_NETWORKS`, :data:`RCNN_ARMS`; their own
 teacher in ``rcnn_teacher/``): ``rcnn_baseline`` (no teacher), ``rcnn_head_only``,
-``rcnn_mimic``, ``rcnn_fgfi``, ``rcnn_gan`` (the ``gan`` arm's settings) and ``rcnn_gan_bn``
-(the ``gan_bn`` arm's) on the C4 map.
+``rcnn_mimic``, ``rcnn_fgfi``, ``rcnn_gan`` (the ``gan`` arm's settings), ``rcnn_gan_bn``
+(the ``gan_bn`` arm's), ``rcnn_cosine`` and ``rcnn_gan_cosine`` (the ``cosine`` and
+``gan_cosine`` arms') on the C4 map.
 
 Each (arm, seed) run writes its own folder and ``summary.json``: a cut-off run is resumed from
 its last checkpoint, a finished one is skipped, a run stopped by the divergence stop is
@@ -75,6 +78,18 @@ ARMS = {
     'fgfi': {'distill.method': 'fgfi', 'distill.fgfi.weight': 0.01, 'distill.fgfi.psi': 0.5,
              'distill.fgfi.warmup_iters': 400},
 }
+# our reading of the authors' "cosine attention" (distill/cosine.py), alone and beside the
+# ``gan`` arm's critics (every GAN setting as in ``gan``, its schedule keys written out at their
+# defaults: no critic warm-up, the critics on the run's LR steps), so that ``gan_cosine - gan``
+# isolates the cosine term
+COSINE = {'distill.cosine.weight': 1.0, 'distill.cosine.attention_power': 2.0,
+          'distill.cosine.epochs': -1}
+ARMS['cosine'] = dict(COSINE, **{'distill.method': 'cosine'})
+ARMS['gan_cosine'] = dict(ARMS['gan'], **COSINE)
+ARMS['gan_cosine'].update({'distill.method': 'gan+cosine',
+                           'distill.gan.critic_warmup_epochs': 0, 'distill.gan.lr_steps': None})
+# arms also paired with another distillation arm than head-only (what the second term adds)
+EXTRA_REFERENCES = {'gan_cosine': 'gan', 'rcnn_gan_cosine': 'rcnn_gan'}
 DEFAULT_ARMS = ('baseline', 'head_only', 'gan')
 
 # Faster R-CNN (the paper's Table 3 on the generated shapes): arms named ``rcnn_*``, their own
@@ -105,6 +120,8 @@ RCNN_ARMS = {
                   'distill.fgfi.psi': 0.5, 'distill.fgfi.warmup_iters': 400},
     'rcnn_gan': ARMS['gan'],
     'rcnn_gan_bn': ARMS['gan_bn'],
+    'rcnn_cosine': ARMS['cosine'],
+    'rcnn_gan_cosine': ARMS['gan_cosine'],
 }
 ARMS.update(RCNN_ARMS)
 
@@ -312,14 +329,14 @@ def write_results(out_root, teacher, rows, epochs, teachers=None):
             arm, len(runs), final[0], final[1], best[0], best[1], per_seed))
     pairs = []
     for arm, runs in rows.items():
-        reference = _reference_arm(arm)
-        diff = paired_differences(runs, rows[reference]) if reference in rows else None
-        if diff is None:
-            continue
-        ratios = [r['grad_ratio']['mean'] for r in runs if r.get('grad_ratio')]
-        diff['grad_ratio_mean'] = sum(ratios) / len(ratios) if ratios else None
-        results['arms'][arm]['minus_' + reference] = diff
-        pairs.append(('{} - {}'.format(arm, reference), diff))
+        for reference in [_reference_arm(arm), EXTRA_REFERENCES.get(arm)]:
+            diff = paired_differences(runs, rows[reference]) if reference in rows else None
+            if diff is None:
+                continue
+            ratios = [r['grad_ratio']['mean'] for r in runs if r.get('grad_ratio')]
+            diff['grad_ratio_mean'] = sum(ratios) / len(ratios) if ratios else None
+            results['arms'][arm]['minus_' + reference] = diff
+            pairs.append(('{} - {}'.format(arm, reference), diff))
     if pairs:
         lines += ['', '| paired by seed (final mAP) | seeds | per seed | mean | 95% interval '
                   '| distillation / detection gradient |', '|---|---:|---|---:|---|---:|']

@@ -21,7 +21,7 @@ import time
 
 from .io_utils import atomic_write_json, atomic_write_text
 
-METHODS = ('gan', 'head_only', 'mimic', 'fgfi')
+METHODS = ('gan', 'head_only', 'mimic', 'fgfi', 'cosine')
 
 # Assumed training throughput, images per second per GPU at 512 px (forward + backward, one
 # V100-class GPU, GluonCV's SSD). These are assumptions for planning, not measurements.
@@ -103,14 +103,23 @@ def _in_table(cfg, table):
                      cfg.experiment.paper_table or '') is not None
 
 
+def method_parts(method):
+    """``gan+cosine`` -> ``['gan', 'cosine']``."""
+    return [part.strip() for part in str(method).split('+')]
+
+
 def collect_runs(experiments, table=1, methods=None, overrides=()):
-    """The runs of ``table`` under ``experiments``, in dependency order."""
+    """The runs of ``table`` under ``experiments``, in dependency order. ``methods``: the
+    distillations to keep; a run combining several (``gan+cosine``) is kept when any of its
+    methods is listed."""
     from .config import load_config
     methods = tuple(methods) if methods else METHODS
     for method in methods:
-        if method not in METHODS:
-            raise ValueError('unknown method {!r}: expected some of {}'.format(
-                method, ', '.join(METHODS)))
+        for part in method_parts(method):
+            if part not in METHODS:
+                raise ValueError('unknown method {!r}: expected some of {}'.format(
+                    method, ', '.join(METHODS)))
+    wanted = {part for method in methods for part in method_parts(method)}
     paths = sorted(glob.glob(os.path.join(experiments, '*.yaml')))
     if not paths:
         raise FileNotFoundError('no *.yaml configs in {}'.format(experiments))
@@ -119,7 +128,7 @@ def collect_runs(experiments, table=1, methods=None, overrides=()):
     if not runs:
         raise ValueError('no config in {} has experiment.paper_table naming Table {}'.format(
             experiments, table))
-    runs = [r for r in runs if r.role != 'student' or r.method in methods]
+    runs = [r for r in runs if r.role != 'student' or set(method_parts(r.method)) & wanted]
     teachers = {os.path.join(r.out, 'best.params'): r for r in runs if r.role == 'teacher'}
     for r in runs:
         if r.role == 'student':
@@ -264,14 +273,52 @@ def _plot(rows, path, table):
     plt.close(fig)
 
 
+def _epochs(steps):
+    return ', '.join(str(s) for s in steps) if steps else 'never'
+
+
+def _span(epochs, total):
+    """``0-N`` of a term that runs ``epochs`` (-1: all ``total``), or ``none``."""
+    last = total if epochs < 0 else min(epochs, total)
+    return '0-{}'.format(last - 1) if last > 0 else 'none'
+
+
+def schedule(run):
+    """The run's schedule in one line: epochs, batch, the student's rate and its decay epochs,
+    and for a distillation the epochs of each method's term (GAN: critic warm-up and the
+    critics' own decay epochs), as ``experiments/README.md`` sources them."""
+    t = run.cfg.train
+    text = '{} epochs, batch {}, lr {:g} x{:g} at {}'.format(
+        t.epochs, t.batch_size, t.lr, t.lr_decay, _epochs(t.lr_steps))
+    if run.role != 'student':
+        return text
+    d = run.cfg.distill
+    parts = method_parts(run.method)
+    if 'gan' in parts:
+        g = d.gan
+        text += '; GAN epochs {}'.format(_span(g.epochs, t.epochs))
+        if g.critic_warmup_epochs:
+            text += ' (critics alone 0-{})'.format(g.critic_warmup_epochs - 1)
+        text += ', critic lr {:g} x{:g} at {}'.format(
+            g.critic_lr, t.lr_decay, _epochs(t.lr_steps if g.lr_steps is None else g.lr_steps))
+    if 'cosine' in parts:
+        c = d.cosine
+        text += '; cosine epochs {} (weight {:g})'.format(_span(c.epochs, t.epochs), c.weight)
+    if 'fgfi' in parts:
+        text += '; FGFI from iteration {}'.format(d.fgfi.warmup_iters)
+    return text
+
+
 def dry_run(runs, ctx=None, out=print):
-    """Print the commands in order, their state, and the GPU-hour estimate; returns the total."""
+    """Print the commands in order, their state, schedule and the GPU-hour estimate; returns
+    the total."""
     total, unknown = 0.0, []
     for r in runs:
         state = 'done' if r.finished else ('resume' if r.started else 'todo')
         hours = gpu_hours(r)
-        out('[{}] {}    # {}, ~{} GPU-h'.format(
-            state, r.command(ctx), r.method, '?' if hours is None else '{:.3g}'.format(hours)))
+        out('[{}] {}    # {}; {}; ~{} GPU-h'.format(
+            state, r.command(ctx), r.method, schedule(r),
+            '?' if hours is None else '{:.3g}'.format(hours)))
         if hours is None:
             unknown.append(r.name)
         elif not r.finished:

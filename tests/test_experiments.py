@@ -6,8 +6,10 @@ teacher config. Then, for every (teacher, student) pair, the real GluonCV networ
 with random weights at a small input, composed by ``plan_student`` and run for one GAN
 distillation iteration; the baselines run one plain detection step.
 """
+import fnmatch
 import glob
 import os
+import re
 from collections import Counter
 
 import numpy as np
@@ -35,6 +37,10 @@ TEACHERS = {'vgg16_atrous': 'VGG16', 'resnet50_v1': 'ResNet50', 'resnet101_v2': 
 TABLE1 = {'mobilenet1.0': (75.4, 77.3, 77.7, 77.6),
           'mobilenetv2_1.0': (75.9, 77.2, 77.7, 77.5),
           'resnet18_v1': (74.8, 77.2, 77.6, 77.3)}
+# the authors' extra row of Table 1: MobileNetV1 from ResNet50 "(with cosine attention)", 78.4;
+# its config: GAN-KD plus our reading of cosine attention (distill.method gan+cosine)
+TABLE1_COSINE = ('Table 1, MobileNetV1 student, ResNet50 teacher (with cosine attention)',
+                 'mobilenet1.0', 'resnet50_v1', 78.4)
 
 # Channels of the SSD maps (method.md's table; MobileNetV2 and VGG16-512 measured here).
 CHANNELS = {
@@ -100,6 +106,8 @@ def test_every_table1_cell_has_exactly_one_config_with_its_number():
         for col, t in enumerate(TEACHERS.values(), start=1):
             expected['Table 1, {} student, {} teacher'.format(label, t)] = TABLE1[s][col]
     assert len(expected) == 12
+    cell, student, teacher, mAP = TABLE1_COSINE
+    expected[cell] = mAP
     cells = Counter(c.experiment.paper_table for c in CONFIGS.values())
     for cell, mAP in expected.items():
         assert cells[cell] == 1, cell
@@ -115,11 +123,15 @@ def test_every_table1_cell_has_exactly_one_config_with_its_number():
             assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_steps) == \
                 (240, 32, [160, 200])
         else:
-            assert TEACHERS[cfg.teacher.network] + ' teacher' == cell.split(', ')[2]
-            assert cfg.distill.method == 'gan'
-            assert (cfg.train.batch_size, cfg.train.lr_steps) == (64, [80, 100])
+            assert cell.split(', ')[2].startswith(TEACHERS[cfg.teacher.network] + ' teacher')
+            assert cfg.distill.method == ('gan+cosine' if 'cosine' in cell else 'gan')
+            # the authors' SSD log: 340 epochs, batch 64, lr x0.1 at 80 and 100
+            assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr_steps) == \
+                (340, 64, [80, 100])
+    (cosine,) = [c for c in CONFIGS.values() if c.experiment.paper_table == cell]
+    assert (cosine.model.network, cosine.teacher.network) == (student, teacher)
     others = [c for c in CONFIGS.values() if c.experiment.paper_table.startswith('Table 1')]
-    assert len(others) == 12  # nothing else claims a Table-1 cell
+    assert len(others) == 13  # nothing else claims a Table-1 cell
 
 
 def test_head_only_ablation_for_every_pair():
@@ -152,7 +164,7 @@ def test_distillation_teachers_have_teacher_configs():
         tcfg = teachers[cfg.teacher.network]
         assert cfg.teacher.params == os.path.join(tcfg.train.out, 'best.params'), name
         assert tcfg.model.data_shape == cfg.model.data_shape
-        assert cfg.distill.method in ('gan', 'head_only', 'mimic', 'fgfi')
+        assert cfg.distill.method in ('gan', 'head_only', 'mimic', 'fgfi', 'gan+cosine')
         # the paper's critic settings
         d = cfg.distill
         assert (d.clip, d.critic_lr, d.critic_beta1, d.adv_weight) == (0.03, 5e-4, 0.5, 1.0)
@@ -485,3 +497,158 @@ def test_table2_pair_composes_and_runs_one_step_of_each_config(teachers, teacher
     values = DetectionStep(net, ctx, make_trainer(net.collect_params())).run_step(
         _coco_batch(anchors_of(net, COCO_SMALL).shape[1]))
     assert values['finite'] is True
+
+
+# --- the schedules and where each setting comes from -----------------------------------------
+
+README = os.path.join(EXPERIMENTS, 'README.md')
+ALL_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, '*', '*.yaml')))
+SOURCE_KINDS = ('paper', 'SSD log', 'Faster R-CNN log', 'GluonCV', 'our reading', 'our choice')
+SCHEDULE_KEYS = ('train.epochs', 'train.batch_size', 'train.optimizer', 'train.lr',
+                 'train.momentum', 'train.wd', 'train.lr_decay', 'train.lr_steps')
+GAN_KEYS = ('distill.gan.epochs', 'distill.gan.lr_steps', 'distill.gan.critic_warmup_epochs',
+            'distill.gan.critic_lr', 'distill.gan.critic_beta1', 'distill.gan.clip',
+            'distill.gan.adv_lr', 'distill.gan.adv_beta1', 'distill.gan.critic',
+            'distill.gan.critic_width', 'distill.gan.critic_batch', 'distill.gan.n_critic',
+            'distill.gan.adv_optimizer', 'distill.gan.adv_weight')
+COSINE_KEYS = ('distill.cosine.weight', 'distill.cosine.attention_power',
+               'distill.cosine.epochs')
+OPTIONAL_KEYS = ('train.seed', 'train.warmup_iters')  # checked where the table lists them
+# What the authors' logs state (their Namespace(...) arguments), in our keys. The Faster R-CNN
+# log's GAN_epochs=26 is the last epoch with the GAN term (its epochs 0..26 carry Loss_G, NaN
+# from 27): 27 epochs in our count; lr_warmup=-1 is no warm-up.
+SSD_LOG = {'train.epochs': 340, 'train.batch_size': 64, 'train.lr': 0.001,
+           'train.momentum': 0.9, 'train.wd': 0.0005, 'train.lr_decay': 0.1,
+           'train.lr_steps': [80, 100], 'train.seed': 233, 'distill.gan.critic_lr': 0.0005,
+           'distill.gan.adv_lr': 0.0005, 'distill.gan.critic_beta1': 0.5,
+           'distill.gan.adv_beta1': 0.5, 'distill.gan.clip': 0.03}
+RCNN_LOG = dict(SSD_LOG, **{'train.epochs': 38, 'train.batch_size': 4, 'train.lr': 0.0001,
+                            'train.lr_steps': [32, 36], 'train.warmup_iters': 0,
+                            'distill.gan.epochs': 27, 'distill.gan.lr_steps': [5, 20],
+                            'distill.gan.critic_warmup_epochs': 2})
+# the configs each log speaks for: name pattern -> (log, its name in the sources)
+LOGGED = {'voc/ssd512_*': (SSD_LOG, 'SSD log'),
+          'voc07_rcnn/faster_rcnn_*': (RCNN_LOG, 'Faster R-CNN log')}
+AUTHORS_REPO = os.path.join(os.path.dirname(REPO), '.mirror',
+                            'p517332051+GAN-Knowledge-Distillation-SSD', 'repo')
+
+
+def _sources():
+    """The rows of experiments/README.md's table of sources: (patterns, key, value, source)."""
+    from gluon_distill.config import yaml_load
+    text = open(README).read()
+    section = text.split('## Where each setting comes from', 1)[1].split('\n## ', 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) != 4 or cells[0] in ('configs', '---') or not cells[0].startswith('`'):
+            continue
+        patterns = [p.strip().strip('`') for p in cells[0].split(',')]
+        rows.append((patterns, cells[1].strip('`'), yaml_load(cells[2]), cells[3]))
+    return rows
+
+
+def _rel(path):
+    return os.path.relpath(path, EXPERIMENTS)[:-len('.yaml')]
+
+
+def _value(cfg, key):
+    node = cfg
+    for part in key.split('.'):
+        node = getattr(node, part)
+    return node
+
+
+def _keys(cfg):
+    parts = cfg.distill.method.split('+') if cfg.teacher.network else []
+    return (SCHEDULE_KEYS + (GAN_KEYS if 'gan' in parts else ()) +
+            (COSINE_KEYS if 'cosine' in parts else ()))
+
+
+def _comments(path):
+    """``{dotted key: the comment on its line}`` of a YAML file."""
+    out, stack = {}, []
+    for line in open(path):
+        match = re.match(r'^( *)([A-Za-z_0-9]+):(.*)$', line.rstrip('\n'))
+        if not match:
+            continue
+        indent, key, rest = len(match.group(1)), match.group(2), match.group(3)
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, key)]
+        comment = rest.split(' # ', 1)[1].strip() if ' # ' in rest else ''
+        out['.'.join(k for _, k in stack)] = comment
+    return out
+
+
+def test_table_of_sources_names_a_source_for_every_row():
+    rows = _sources()
+    assert len(rows) > 50
+    for patterns, key, _, source in rows:
+        assert source.startswith(SOURCE_KINDS), (key, source)
+        assert 'not stated' not in source
+        matched = [p for p in ALL_FILES for pattern in patterns
+                   if fnmatch.fnmatch(_rel(p), pattern)]
+        assert matched, (patterns, key)   # no row for configs that do not exist
+
+
+@pytest.mark.parametrize('path', ALL_FILES, ids=_rel)
+def test_every_schedule_setting_follows_the_table_of_sources(path):
+    """Each config's schedule (and, per method, its critic and cosine settings) is the value
+    one row of the table of sources gives, and its line in the file names the same kind of
+    source; where a log states a setting, the config has the logged value and cites the log."""
+    cfg = load_config(path)
+    name = _rel(path)
+    rows = _sources()
+    comments = _comments(path)
+    logged = [(log, label) for pattern, (log, label) in LOGGED.items()
+              if fnmatch.fnmatch(name, pattern)]
+    for key in _keys(cfg) + OPTIONAL_KEYS:
+        match = [(value, source) for patterns, k, value, source in rows if k == key and
+                 any(fnmatch.fnmatch(name, p) for p in patterns)]
+        if key in OPTIONAL_KEYS and not match:
+            continue
+        assert len(match) == 1, (name, key, match)
+        value, source = match[0]
+        assert _value(cfg, key) == (pytest.approx(value) if isinstance(value, float) else
+                                    value), (name, key)
+        kind = next(k for k in SOURCE_KINDS if source.startswith(k))
+        comment = comments.get(key, '')
+        assert kind.split()[0].lower() in comment.lower() and 'not stated' not in comment, \
+            (name, key, comment)
+        for log, label in logged:
+            if key in log:
+                assert _value(cfg, key) == log[key], (name, key)
+                assert source.startswith(label) and label in comment, (name, key, source)
+
+
+@pytest.mark.skipif(not os.path.isdir(AUTHORS_REPO), reason='no copy of the authors\' logs')
+def test_logged_settings_are_the_logs_arguments():
+    """SSD_LOG and RCNN_LOG against the Namespace(...) lines of the raw logs (the last, for
+    the Faster R-CNN log: its complete run)."""
+    import ast
+    import subprocess
+
+    def namespace(name):
+        text = subprocess.run(['git', '--git-dir', AUTHORS_REPO, 'show', 'HEAD:' + name],
+                              stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+        line = [l for l in text.splitlines() if l.startswith('Namespace(')][-1]
+        call = ast.parse(line).body[0].value
+        return {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+
+    def ours(args):
+        out = {'train.epochs': args['epochs'], 'train.batch_size': args['batch_size'],
+               'train.lr': args['lr'], 'train.momentum': args['momentum'],
+               'train.wd': args['wd'], 'train.lr_decay': args['lr_decay'],
+               'train.lr_steps': [int(e) for e in args['lr_decay_epoch'].split(',')],
+               'train.seed': args['seed'], 'distill.gan.critic_lr': args['lrD'],
+               'distill.gan.adv_lr': args['lrG'], 'distill.gan.critic_beta1': args['beta1'],
+               'distill.gan.adv_beta1': args['beta1'], 'distill.gan.clip': args['clamp_upper']}
+        assert args['clamp_lower'] == -args['clamp_upper']
+        if 'GAN_epochs' in args:
+            out.update({'distill.gan.epochs': args['GAN_epochs'] + 1,
+                        'distill.gan.lr_steps': [int(e) for e in
+                                                 args['lr_decay_GAN_epoch'].split(',')],
+                        'distill.gan.critic_warmup_epochs': args['train_D_eopch'],
+                        'train.warmup_iters': 0 if args['lr_warmup'] < 0 else None})
+        return out
+    assert ours(namespace('ssd_512_mobilenet1_0_resnet50_v1_voc_g_d_new_train.log')) == SSD_LOG
+    assert ours(namespace('faster_rcnn_resnet50_resnet101_v1b_g_d_voc_train.log')) == RCNN_LOG

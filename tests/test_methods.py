@@ -113,8 +113,11 @@ def test_gan_gives_the_losses_of_the_former_step(data, arm):
         got = {k: v for k, v in values.items() if k not in ('finite', 'batch_size', 'loss')}
         assert sorted(got) == sorted(expected), i
         for key, value in expected.items():
-            # relative 1e-5: the critic values are ~1e-3 here (they were bit-identical)
-            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-9), (i, key)
+            # relative 1e-4: bit-identical where they were recorded; on another CPU (AVX-512
+            # FP16, where oneDNN picks other convolution kernels) the unchanged code differs by
+            # up to 4e-5 relative on these critic values of 1e-4 to 1e-2, summation order only
+            # (a change of the method moves them by orders of magnitude more)
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-9), (i, key)
 
 
 # ------------------------------------------------------------------ FGFI mask, by hand
@@ -347,3 +350,194 @@ def test_grad_ratio_measurement_leaves_the_update_unchanged(data, adv_optimizer)
     assert len(plain_weights) == len(measured_weights)
     for i, value in enumerate(plain_weights):
         np.testing.assert_array_equal(measured_weights[i], value, err_msg=str(i))
+
+
+# ------------------------------------------- cosine (our reading of "cosine attention")
+
+def _trained(block):
+    """The trainable parameters' values (BatchNorm's running statistics left out)."""
+    return {k: p.data().asnumpy().copy() for k, p in block.collect_params().items()
+            if p.grad_req != 'null'}
+
+
+def test_cosine_length_by_hand():
+    from gluon_distill.distill.cosine import CosineDistiller, cosine_length
+    t = np.zeros((1, 2, 1, 2), np.float32)
+    t[0, :, 0, 0] = [1, 0]            # teacher norm 1
+    t[0, :, 0, 1] = [0, 3]            # teacher norm 3
+    s = np.zeros_like(t)
+    s[0, :, 0, 0] = [2, 0]            # same direction, twice as long: 0 + 1/3
+    s[0, :, 0, 1] = [3, 0]            # orthogonal, same length: 1 + 0
+    got = cosine_length(mx.nd.array(s), mx.nd.array(t)).asnumpy()
+    # attention |t|^2 normalised: 1/10 and 9/10
+    assert got[0] == pytest.approx(0.1 * (1 / 3.) + 0.9 * 1.0, rel=1e-3)
+    uniform = cosine_length(mx.nd.array(s), mx.nd.array(t), attention_power=0).asnumpy()
+    assert uniform[0] == pytest.approx(0.5 * (1 / 3.) + 0.5, rel=1e-3)
+    assert cosine_length(mx.nd.array(t), mx.nd.array(t)).asnumpy()[0] == \
+        pytest.approx(0, abs=1e-4)
+    # the loss: weight x the mean over the pairs and the batch; the metric unweighted
+    d = CosineDistiller([(0, 0), (1, 0)], weight=0.5)
+    d.begin(None, [mx.cpu()])
+    loss = d.loss(0, [mx.nd.array(t)], [mx.nd.array(s), mx.nd.array(t)], batch_total=1)
+    expected = (got[0] + 0.0) / 2
+    assert loss.asscalar() == pytest.approx(0.5 * expected, rel=1e-3)
+    metrics = d.loss_metrics()
+    assert metrics['cosine_length'].asscalar() == pytest.approx(expected, rel=1e-3)
+    assert d.loss_metrics() == {}  # read once per batch
+
+
+@pytest.mark.parametrize('method', ['cosine', 'gan+cosine'])
+def test_cosine_moves_student_and_logs_cosine_length(data, method):
+    teacher, plan, step = _step(data, {'distill.method': method,
+                                       'distill.cosine.weight': 0.5,
+                                       'distill.gan.critic_width': 16})
+    assert [d.name for d in step.distillers] == method.split('+')
+    step.loss = SSDLoss(_ZeroSSDLoss())
+    teacher_before = _values(teacher.net)
+    backbone_before = _trained(plan.net.features)
+    values = step.run_step(data[2][0])
+    assert values['finite']
+    # the authors' metric runs from 0.64 to 0.39: ours is of the same form, within [0, 3)
+    assert 0 < values['cosine_length'] < 3
+    assert values['Loss_cosine'] == pytest.approx(0.5 * values['cosine_length'], rel=1e-5)
+    assert ('Loss_D' in values) == ('gan' in method)
+    for k, v in _values(teacher.net).items():
+        np.testing.assert_array_equal(v, teacher_before[k], err_msg=k)
+    moved = [k for k, v in _trained(plan.net.features).items()
+             if not np.array_equal(v, backbone_before[k])]
+    assert len(moved) > 5, moved
+    # the metric follows the loss down: a few more steps on the same batch
+    first = values['cosine_length']
+    for _ in range(5):
+        last = step.run_step(data[2][0])['cosine_length']
+    assert last < first
+
+
+def test_cosine_weight_zero_is_a_diagnostic(data):
+    """``distill.cosine.weight: 0``: cosine_length is logged, the student gets no gradient
+    from it (only weight decay moves it under a zero SSD loss)."""
+    _, plan, step = _step(data, {'distill.method': 'cosine', 'distill.cosine.weight': 0})
+    step.loss = SSDLoss(_ZeroSSDLoss())
+    before = _trained(plan.net.features)
+    values = step.run_step(data[2][0])
+    assert values['Loss_cosine'] == 0 and values['cosine_length'] > 0
+    for k, v in _trained(plan.net.features).items():
+        np.testing.assert_allclose(v, before[k] * (1 - 0.01 * 5e-4), rtol=1e-6, err_msg=k)
+
+
+def test_cosine_stops_after_its_epochs(data):
+    _, _, step = _step(data, {'distill.method': 'cosine', 'distill.cosine.epochs': 1})
+    step.epoch = 0
+    assert 'cosine_length' in step.run_step(data[2][0])
+    step.epoch = 1
+    values = step.run_step(data[2][0])
+    assert 'cosine_length' not in values and 'Loss_cosine' not in values
+
+
+# ------------------------------------- the GAN's critic warm-up and its own LR schedule
+
+@pytest.mark.parametrize('adv_optimizer', ['adam', 'shared'])
+def test_critic_warmup_trains_critics_alone(data, adv_optimizer):
+    """``distill.gan.critic_warmup_epochs`` (our reading of the Faster R-CNN log's
+    ``train_D_eopch=2``): during the warm-up the critics update on every batch and the
+    student learns from the detection loss only; afterwards the adversarial term reaches it."""
+    _, plan, step = _step(data, {'distill.gan.critic_width': 16,
+                                 'distill.gan.adv_optimizer': adv_optimizer,
+                                 'distill.gan.critic_warmup_epochs': 1})
+    (gan,) = step.distillers
+    step.loss = SSDLoss(_ZeroSSDLoss())
+    critics_before = _values(gan.critics)
+    before = _trained(plan.net.features)
+    step.epoch = 0
+    for batch in data[2][:2]:
+        values = step.run_step(batch)
+        assert values['finite'] and 'Loss_D' in values and 'Loss_G_adv' not in values
+    assert any(not np.array_equal(v, critics_before[k]) for k, v in _values(gan.critics).items())
+    # two SGD steps of weight decay alone (momentum 0.9): w * (1 - lr wd) * (1 - 1.9 lr wd)
+    decay = (1 - 0.01 * 5e-4) * (1 - 1.9 * 0.01 * 5e-4)
+    for k, v in _trained(plan.net.features).items():
+        np.testing.assert_allclose(v, before[k] * decay, rtol=1e-5, err_msg=k)
+    step.epoch = 1
+    before = _trained(plan.net.features)
+    step.run_step(data[2][2])
+    values = step.run_step(data[2][0])
+    assert np.isfinite(values['Loss_G_adv'])    # the first adversarial term, logged late
+    moved = [k for k, v in _trained(plan.net.features).items()
+             if not np.allclose(v, before[k] * (1 - 1.9 * 0.01 * 5e-4) ** 2, rtol=1e-5)]
+    assert moved
+
+
+def test_gan_lr_steps_give_the_critics_their_own_schedule():
+    """``distill.gan.lr_steps`` (the Faster R-CNN log's ``lr_decay_GAN_epoch=5,20``): the
+    critics and the adversarial Adam decay at their own epochs, the student at the run's."""
+    from gluon_distill.engine.hooks import LRScheduleHook
+    from gluon_distill.distill.gan import GANDistiller
+    ctx = [mx.cpu()]
+    own = GANDistiller([(0, 0)], [8], ctx, width=8, channels=[4], lr_steps=[5, 20])
+    same = GANDistiller([(0, 0)], [8], ctx, width=8, channels=[4])
+    assert own.lr_trainers()['critics'][2] == [5, 20] and len(same.lr_trainers()['critics']) == 2
+
+    class Trainer:
+        learning_rate = None
+
+        def set_learning_rate(self, lr):
+            self.learning_rate = lr
+
+    class Loop:
+        iteration = 0
+
+    net, critics = Trainer(), Trainer()
+    hook = LRScheduleHook({'net': (net, 1e-4), 'critics': (critics, 5e-4, [5, 20])},
+                          steps=[32, 36], decay=0.1)
+    hook.loop = Loop()
+    rates = []
+    for epoch in (0, 4, 5, 19, 20, 31, 32, 36):
+        hook.loop.epoch = epoch
+        hook.before_step()
+        rates += [net.learning_rate, critics.learning_rate]
+    assert rates == pytest.approx([1e-4, 5e-4, 1e-4, 5e-4, 1e-4, 5e-5, 1e-4, 5e-5,
+                                   1e-4, 5e-6, 1e-4, 5e-6, 1e-5, 5e-6, 1e-6, 5e-6])
+    empty = LRScheduleHook({'critics': (critics, 5e-4, [])}, steps=[1], decay=0.1)
+    empty.loop = Loop()
+    empty.loop.epoch = 3
+    empty.before_step()
+    assert critics.learning_rate == pytest.approx(5e-4)   # []: a constant rate
+
+
+def test_run_with_critic_warmup_and_gan_lr_steps(synthetic_root, tmp_path, teacher_params):
+    """A tiny 2-epoch run: the critics alone in epoch 0 (no Loss_G_adv logged), the
+    adversarial term from epoch 1; the critics' and the adversarial Adam's rates decay at
+    their own step (epoch 1), the student's does not (its step: epoch 5)."""
+    out = tmp_path / 'gan_schedule'
+    cfg = tiny_config(synthetic_root, out, **{
+        'teacher.params': teacher_params, 'distill.method': 'gan+cosine',
+        'distill.gan.critic_width': 16, 'distill.gan.critic_warmup_epochs': 1,
+        'distill.gan.lr_steps': [1], 'train.epochs': 2, 'train.lr_steps': [5],
+        'train.log_interval': 3})
+    train_distilled(cfg)
+    train = [r for r in map(json.loads, open(out / 'metrics.jsonl')) if r['type'] == 'train']
+    by_epoch = {e: [r for r in train if r['epoch'] == e] for e in (0, 1)}
+    assert all('Loss_D' in r and 'cosine_length' in r for r in train)
+    assert not any('Loss_G_adv' in r for r in by_epoch[0])
+    assert any('Loss_G_adv' in r for r in by_epoch[1])
+    for r in by_epoch[0]:
+        assert (r['lr'], r['lr_critics'], r['lr_adversarial']) == pytest.approx(
+            (1e-3, 5e-4, 5e-4))
+    for r in by_epoch[1]:
+        assert (r['lr'], r['lr_critics'], r['lr_adversarial']) == pytest.approx(
+            (1e-3, 5e-5, 5e-5))
+    log = (out / 'train.log').read_text()
+    assert 'critics alone for the first 1 epoch(s)' in log and 'critic lr steps [1]' in log
+    assert 'our reading of "cosine attention"' in log
+
+
+def test_gan_schedule_keys_are_checked():
+    from gluon_distill.distill.run import check_distill_options
+    d = load_config(overrides=['distill.gan.lr_steps=[5, 20]']).distill
+    assert d.gan.lr_steps == [5, 20] and d.gan.critic_warmup_epochs == 0
+    assert load_config().distill.gan.lr_steps is None
+    for bad, match in (('distill.gan.critic_warmup_epochs=-1', 'critic_warmup_epochs'),
+                       ('distill.gan.lr_steps=[-1]', 'lr_steps'),
+                       ('distill.cosine.weight=-1', 'cosine.weight')):
+        with pytest.raises(ModelError, match=match):
+            check_distill_options(load_config(overrides=[bad]).distill)

@@ -123,7 +123,7 @@ def test_reproduce_unknown_method_is_one_line_error(tiny_table):
                           stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown method 'distil': expected some of gan, "
-                                   "head_only, mimic, fgfi")
+                                   "head_only, mimic, fgfi, cosine")
 
 
 def test_reproduce_resumes_a_cut_off_run(synthetic_root, tmp_path):
@@ -191,3 +191,48 @@ def test_reproduce_tiny_coco_table_reports_ap(tmp_path):
     assert float(rows['tiny_to_tiny']['paper_AP']) == 0.25
     md = (results / 'table2.md').read_text()
     assert 'COCO AP@[.5:.95]' in md and '| paper AP | our AP |' in md
+
+
+# ------------------------------------------------- the cosine rows and the logged schedules
+
+def _commands(*args):
+    printed = _tool(*(list(args) + ['--dry-run', '--results', '/nonexistent'])).splitlines()
+    return {line.split('--config ')[1].split()[0]: line.split('#', 1)[1]
+            for line in printed if line.startswith('[')}
+
+
+def test_reproduce_table3_dry_run_lists_the_cosine_rows_with_the_logged_schedule():
+    """Table 3's GAN rows are "with GAN-KD and cosine attention": their configs (gan+cosine)
+    and the plain-GAN ablations, each with the authors' Faster R-CNN log's schedule."""
+    commands = _commands('--table', '3')
+    assert len(commands) == 8
+    stem = 'experiments/voc07_rcnn/faster_rcnn_resnet101_v1d_to_resnet50_v1b_'
+    logged = ('38 epochs, batch 4, lr 0.0001 x0.1 at 32, 36; GAN epochs 0-26 (critics alone '
+              '0-1), critic lr 0.0005 x0.1 at 5, 20')
+    for roi in ('roipool', 'roialign'):
+        assert commands[stem + roi + '_cosine.yaml'].startswith(
+            ' gan+cosine; ' + logged + '; cosine epochs 0-26 (weight 1); ~')
+        assert commands[stem + roi + '.yaml'].startswith(' gan; ' + logged + '; ~')
+    assert commands[stem + 'fgfi.yaml'].startswith(
+        ' fgfi; 38 epochs, batch 4, lr 0.0001 x0.1 at 32, 36; FGFI from iteration 400; ~')
+    assert commands['experiments/voc07_rcnn/teacher_faster_rcnn_resnet101_v1d.yaml'].startswith(
+        ' teacher; 20 epochs, batch 1, lr 0.001 x0.1 at 14, 20; ~')   # GluonCV's recipe
+    cosine = _commands('--table', '3', '--methods', 'cosine')
+    assert sorted(n for n in cosine if 'cosine' in n) == [stem + 'roialign_cosine.yaml',
+                                                          stem + 'roipool_cosine.yaml']
+    assert len(cosine) == 5  # and the teacher and both baselines
+
+
+def test_reproduce_table1_dry_run_lists_the_cosine_row_with_the_logged_schedule():
+    commands = _commands('--table', '1')
+    assert len(commands) == 43
+    cosine = commands['experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0_cosine.yaml']
+    assert cosine.startswith(' gan+cosine; 340 epochs, batch 64, lr 0.001 x0.1 at 80, 100; GAN '
+                             'epochs 0-339, critic lr 0.0005 x0.1 at 80, 100; cosine epochs '
+                             '0-339 (weight 1); ~')
+    for name, line in commands.items():   # every distillation on the authors' SSD log
+        if '_to_' in name:
+            assert '340 epochs, batch 64, lr 0.001 x0.1 at 80, 100' in line, name
+        else:
+            assert '240 epochs, batch 32, lr 0.001 x0.1 at 160, 200' in line, name
+    assert len(_commands('--table', '1', '--methods', 'gan')) == 3 + 3 + 9 + 1

@@ -5,10 +5,13 @@
     python tools/reproduce.py --table 1 --ctx gpu:0,1
     python tools/reproduce.py --table 1 --methods gan fgfi --results results
     python tools/reproduce.py --table 2 --dry-run          # COCO 2017 (experiments/coco)
+    python tools/reproduce.py --table 3 --dry-run          # Faster R-CNN (experiments/voc07_rcnn)
 
 Runs are the configs of --experiments whose experiment.paper_table names the table: teachers,
-then baselines, then the distillations (--methods of gan, head_only, mimic, fgfi; default all).
-Finished runs (OUT/summary.json) are skipped, cut-off ones (OUT/last.ckpt) resumed. Writes
+then baselines, then the distillations (--methods of gan, head_only, mimic, fgfi, cosine;
+default all; a run combining several, gan+cosine, is kept when any of them is listed). The dry
+run prints each run's schedule beside its command. Finished runs (OUT/summary.json) are
+skipped, cut-off ones (OUT/last.ckpt) resumed. Writes
 RESULTS/table<N>.md, .csv (paper mAP, ours, difference; Table 2: COCO AP@[.5:.95]) and .png
 (bar plot).
 """
@@ -24,7 +27,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--table', type=int, default=1, help='paper table number (default 1)')
     parser.add_argument('--methods', nargs='+', default=None,
-                        help='distillation methods to run: gan head_only mimic fgfi (default all)')
+                        help='distillation methods to run: gan head_only mimic fgfi cosine '
+                             '(default all; gan+cosine runs are kept by gan or by cosine)')
     parser.add_argument('--ctx', default=None, help='devices for every run, e.g. gpu:0,1 or cpu')
     parser.add_argument('--experiments', default=None,
                         help='folder of the YAML configs (default: the table\'s, '

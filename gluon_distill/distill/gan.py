@@ -67,6 +67,11 @@ class GANDistiller(Distiller):
         adversarial term; ``separate``: as two batches.
     critic_min_size : int
         ``dcgan``: maps below this size are resized to it (1: never; a 1 px map then fails).
+    critic_warmup_epochs : int
+        The first this many epochs the critics train alone: the adversarial term does not
+        reach the student, which learns from the detection loss only.
+    lr_steps : list of int, optional
+        The critics' and the adversarial Adam's own decay epochs (None: the run's).
     """
     name = 'gan'
     loss_name = 'Loss_G_adv'
@@ -74,7 +79,8 @@ class GANDistiller(Distiller):
 
     def __init__(self, pairs, sizes, ctx_list, width=512, clip=0.03, lr=5e-4, beta1=0.5,
                  n_critic=1, adv_weight=1.0, gan_epochs=-1, kvstore='device', channels=None,
-                 critic='dcgan', adv_trainer=None, critic_batch='joint', critic_min_size=16):
+                 critic='dcgan', adv_trainer=None, critic_batch='joint', critic_min_size=16,
+                 critic_warmup_epochs=0, lr_steps=None):
         if critic not in CRITICS:
             raise ValueError('distill.critic: expected one of {}, got {!r}'.format(
                 ', '.join(CRITICS), critic))
@@ -106,13 +112,24 @@ class GANDistiller(Distiller):
         self.lr = lr
         self.adv_lr = None
         self._paired = None
+        self.critic_warmup_epochs = critic_warmup_epochs
+        self.lr_steps = None if lr_steps is None else sorted(lr_steps)
 
     def active(self, epoch, iteration=0):
         return self.gan_epochs < 0 or epoch < self.gan_epochs
 
+    def loss_active(self, epoch, iteration=0):
+        # critic warm-up: the critics train on every batch, the student on detection loss only
+        return epoch >= self.critic_warmup_epochs
+
     def describe(self):
-        return 'critics: {}, width {}, clip {:g}, adversarial weight {:g}'.format(
+        text = 'critics: {}, width {}, clip {:g}, adversarial weight {:g}'.format(
             self.kind, self.width, self.clip, self.adv_weight)
+        if self.critic_warmup_epochs:
+            text += ', critics alone for the first {} epoch(s)'.format(self.critic_warmup_epochs)
+        if self.lr_steps is not None:
+            text += ', critic lr steps {}'.format(self.lr_steps or 'none')
+        return text
 
     def blocks(self):
         return {'critics': self.critics}
@@ -127,6 +144,8 @@ class GANDistiller(Distiller):
         out = {'critics': (self.trainer, self.lr)}
         if self.loss_trainer is not None:
             out['adversarial'] = (self.loss_trainer, self.adv_lr)
+        if self.lr_steps is not None:  # their own decay epochs (distill.gan.lr_steps)
+            out = {name: entry + (self.lr_steps,) for name, entry in out.items()}
         return out
 
     def auxiliary(self, teacher_maps, student_maps, batch_total):
@@ -209,20 +228,33 @@ class GANDistiller(Distiller):
         return self.adv_weight * mx.nd.add_n(*[s.sum() for s in scores]) / batch_total
 
 
+def adversarial_params(plan, student_params):
+    """Of ``student_params``, those the adversarial term reaches: the student's feature
+    extractor (``plan.net.features``: backbone and adapters) and the critics' adapters. The
+    heads never get an adversarial gradient; leaving them out of its Adam saves copying and
+    updating them every step (their update would be zero)."""
+    reached = set(plan.net.features.collect_params().values())
+    if plan.critic_adapters is not None:
+        reached |= set(plan.critic_adapters.collect_params().values())
+    return [p for p in student_params if p in reached]
+
+
 def build(g, plan, ctx, kv, student_params, data_shape=None, family=None):
     """The GAN distiller of config section ``distill.gan`` (``g``) for ``plan``.
 
     ``student_params``: the parameters the student's trainer holds; with ``adv_optimizer:
-    adam`` a second trainer over them applies the adversarial gradient (then the student's
-    trainer must not keep them on the KVStore either)."""
+    adam`` a second trainer over those the adversarial term reaches
+    (:func:`adversarial_params`) applies its gradient (then the student's trainer must not
+    keep them on the KVStore either)."""
     distiller = GANDistiller(plan.pairs, plan.sizes, ctx, g.critic_width, g.clip, g.critic_lr,
                              g.critic_beta1, g.n_critic, g.adv_weight, g.epochs,
                              kv or 'device',
                              channels=[plan.teacher_channels[j] for _, j in plan.pairs],
-                             critic=g.critic, critic_batch=g.critic_batch)
+                             critic=g.critic, critic_batch=g.critic_batch,
+                             critic_warmup_epochs=g.critic_warmup_epochs, lr_steps=g.lr_steps)
     if g.adv_optimizer == 'adam':
-        distiller.loss_trainer = make_trainer(list(student_params), 'adam', g.adv_lr, wd=0.0,
-                                              beta1=g.adv_beta1, kvstore=kv,
+        distiller.loss_trainer = make_trainer(adversarial_params(plan, student_params), 'adam',
+                                              g.adv_lr, wd=0.0, beta1=g.adv_beta1, kvstore=kv,
                                               update_on_kvstore=False)
         distiller.adv_lr = g.adv_lr
     return distiller

@@ -10,12 +10,13 @@ holds; ``family`` (:mod:`gluon_distill.families`) gives anchors and ground truth
 methods that need them (FGFI).
 """
 from ..models.ssd import ModelError
-from . import fgfi, gan, mimic
+from . import cosine, fgfi, gan, mimic
 
 METHODS = {
     'gan': gan.build,
     'mimic': mimic.build,
     'fgfi': fgfi.build,
+    'cosine': cosine.build,
 }
 ABLATION = 'head_only'
 

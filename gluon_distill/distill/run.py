@@ -20,7 +20,8 @@ from .step import DistillStep
 
 class EpochToStep(HookBase):
     """Tells the step which epoch and iteration run (the GAN term stops after
-    ``distill.gan.epochs``, FGFI starts after ``distill.fgfi.warmup_iters``)."""
+    ``distill.gan.epochs`` and reaches the student after ``distill.gan.critic_warmup_epochs``,
+    FGFI starts after ``distill.fgfi.warmup_iters``)."""
 
     def before_epoch(self):
         self.loop.step.epoch = self.loop.epoch
@@ -88,10 +89,16 @@ def check_distill_options(d):
     if not 0 <= f.psi <= 1:
         raise ModelError('{}: expected a fraction in [0, 1], got {!r}'.format(
             distill_key(d, 'fgfi.psi'), f.psi))
-    for key in ('fgfi.weight', 'mimic.weight', 'gan.adv_weight'):
+    for key in ('fgfi.weight', 'mimic.weight', 'gan.adv_weight', 'cosine.weight'):
         section, name = key.split('.')
         if getattr(getattr(d, section), name) < 0:
             raise ModelError('{}: a loss weight cannot be negative'.format(distill_key(d, key)))
+    if g.critic_warmup_epochs < 0:
+        raise ModelError('distill.gan.critic_warmup_epochs: expected 0 (none) or a number of '
+                         'epochs, got {!r}'.format(g.critic_warmup_epochs))
+    if g.lr_steps is not None and any(s < 0 for s in g.lr_steps):
+        raise ModelError('distill.gan.lr_steps: expected epochs (>= 0), got {!r}'.format(
+            g.lr_steps))
     return notes
 
 

@@ -47,6 +47,12 @@ class Distiller:
         """Whether the method acts on this iteration (warm-up, ``gan.epochs``)."""
         return True
 
+    def loss_active(self, epoch, iteration):
+        """Whether an active method's loss reaches the student on this iteration; False: only
+        its auxiliary update runs (the GAN's critics training alone,
+        ``gan.critic_warmup_epochs``)."""
+        return True
+
     def describe(self):
         """One line for the run's log: the method and its settings."""
         return self.name
@@ -95,6 +101,12 @@ class Distiller:
         divided so that the sum over devices is the batch's loss; None for no loss."""
         return None
 
+    def loss_metrics(self):
+        """``{name: scalar array}`` computed along with this batch's :meth:`loss` calls (summed
+        over the devices), logged beside the loss with the same host synchronisation (a late
+        loss's with the next one): e.g. the unweighted ``cosine_length``."""
+        return {}
+
 
 # former name of the SSD family's feature forward (kept for imports of earlier versions)
 StudentForward = SSDFeatureForward
@@ -113,7 +125,9 @@ class DistillStep:
     detection loss, early loss or auxiliary value skips the student's update.
 
     With no distiller active (none given, or all after their ``epochs`` / before their
-    warm-up) it trains on the detection loss alone.
+    warm-up) it trains on the detection loss alone. A distiller active but whose
+    :meth:`~Distiller.loss_active` is False (the GAN's critic warm-up) makes its auxiliary
+    update only.
 
     Parameters
     ----------
@@ -280,6 +294,8 @@ class DistillStep:
         batch_total = int(batch[0].shape[0])
         ctx0 = self.ctx_list[0]
         active = [d for d in self.distillers if d.active(self.epoch, self.iteration)]
+        # the active methods whose loss reaches the student now (the others: auxiliary only)
+        losing = [d for d in active if d.loss_active(self.epoch, self.iteration)]
         for d in active:
             d.begin(batch, self.ctx_list)
         teacher = self.teacher_maps(images) if active else None
@@ -296,12 +312,16 @@ class DistillStep:
             to_host += arrays
         with autograd.record():
             sum_loss, detection_parts = self.loss(head_outputs, device_batch.targets)
-        early = self._device_losses([d for d in active if not d.late_loss], teacher,
+        early = self._device_losses([d for d in losing if not d.late_loss], teacher,
                                     student_maps, batch_total)
+        early_metrics = [(name, value) for d, _ in early
+                         for name, value in d.loss_metrics().items()]
         to_host.append(mx.nd.stack(*[mx.nd.add_n(*[l.sum().as_in_context(ctx0) for l in group])
                                      for group in detection_parts.values()]))
         for _, parts in early:
             to_host.append(mx.nd.add_n(*[p.as_in_context(ctx0) for p in parts]).reshape((1,)))
+        for _, value in early_metrics:
+            to_host.append(value.as_in_context(ctx0).reshape((1,)))
         for _, value in self._pending:
             to_host.append(value.reshape((1,)))
         host = worker_mean_host(mx.nd.concat(*[a.reshape((-1,)) for a in to_host], dim=0))
@@ -321,13 +341,16 @@ class DistillStep:
             values[d.loss_name] = float(host[start])
             early_finite = early_finite and bool(np.isfinite(host[start]))
             start += 1
+        for name, _ in early_metrics:
+            values[name] = float(host[start])
+            start += 1
         for name, _ in self._pending:
             values[name] = float(host[start])
             start += 1
         self._pending = []
         detection_finite = bool(np.isfinite(list(detection.values())).all())
 
-        late = self._device_losses([d for d in active if d.late_loss], teacher, student_maps,
+        late = self._device_losses([d for d in losing if d.late_loss], teacher, student_maps,
                                    batch_total)
         separate = [(d, parts) for d, parts in early + late if d.loss_trainer is not None]
         with autograd.record():
@@ -359,12 +382,14 @@ class DistillStep:
             # logged with the next iteration's synchronisation (no extra host round trip)
             self._pending.append((d.loss_name,
                                   mx.nd.add_n(*[p.as_in_context(ctx0) for p in parts])))
+            self._pending += [(name, value.as_in_context(ctx0))
+                              for name, value in d.loss_metrics().items()]
         # a non-finite auxiliary value (GAN: critic scores) makes the late loss (same critics,
         # same student maps) non-finite too: stepping the student then would poison it
         finite = detection_finite and aux_ok and early_finite
         if finite:
             # parameters only a distiller's loss reaches get no gradient while it is off
-            stale = (not active or len(active) < len(self.distillers)) and (
+            stale = (not losing or len(losing) < len(self.distillers)) and (
                 self.critic_adapters is not None or
                 any(d.student_params() for d in self.distillers))
             self.trainer.step(1, ignore_stale_grad=stale)

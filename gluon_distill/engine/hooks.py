@@ -139,7 +139,9 @@ def _finite_or_none(value):
 class LRScheduleHook(HookBase):
     """Step decay at epoch boundaries (``lr * decay ** #passed steps``), optional linear warm-up
     over the first ``warmup_iters`` iterations. Sets the rate of every trainer in ``trainers``
-    (name -> (Trainer, base_lr)) before each step."""
+    (name -> (Trainer, base_lr), or (Trainer, base_lr, steps) for a trainer with decay epochs
+    of its own, e.g. the GAN's critics with ``distill.gan.lr_steps``; None: the run's
+    ``steps``) before each step."""
 
     def __init__(self, trainers, steps, decay=0.1, warmup_iters=0):
         self.trainers = trainers
@@ -148,16 +150,20 @@ class LRScheduleHook(HookBase):
         self.warmup_iters = warmup_iters
         self.current = {}
 
-    def factor(self, epoch, iteration):
-        f = self.decay ** sum(1 for s in self.steps if epoch >= s)
+    def factor(self, epoch, iteration, steps=None):
+        """The rate's multiplier at ``epoch``/``iteration``; ``steps``: a trainer's own decay
+        epochs instead of the run's."""
+        steps = self.steps if steps is None else steps
+        f = self.decay ** sum(1 for s in steps if epoch >= s)
         if self.warmup_iters and iteration < self.warmup_iters:
             f *= (iteration + 1) / float(self.warmup_iters)
         return f
 
     def before_step(self):
-        f = self.factor(self.loop.epoch, self.loop.iteration)
-        for name, (trainer, base_lr) in self.trainers.items():
-            lr = base_lr * f
+        for name, entry in self.trainers.items():
+            trainer, base_lr = entry[0], entry[1]
+            steps = entry[2] if len(entry) > 2 else None
+            lr = base_lr * self.factor(self.loop.epoch, self.loop.iteration, steps)
             trainer.set_learning_rate(lr)
             self.current[name] = lr
 
