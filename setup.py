@@ -22,7 +22,13 @@ setup(
     description='GAN knowledge distillation for SSD object detectors on MXNet Gluon / GluonCV',
     long_description=open('README.md').read() if os.path.exists('README.md') else '',
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['gluon_distill', 'gluon_distill.*']),
+    # the experiment configs ship inside the package as gluon_distill/experiments (found by
+    # gluon_distill.resources: --config voc/NAME.yaml works from any folder once installed)
+    packages=find_packages(include=['gluon_distill', 'gluon_distill.*']) + [
+        'gluon_distill.experiments'],
+    package_dir={'gluon_distill.experiments': 'experiments'},
+    package_data={'gluon_distill.experiments': ['*.md', '*/*.yaml']},
+    entry_points={'console_scripts': ['gluon-distill = gluon_distill.commands:main']},
     python_requires='>=3.8',
     install_requires=PYTHON_SPECIFIC + [
         'gluoncv>=0.10,<0.11',

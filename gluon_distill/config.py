@@ -355,20 +355,140 @@ class Config:
         atomic_write_text(path, text)
 
 
+# dotted key -> its one-line meaning: docs/config.md (python -m gluon_distill.docgen) and the
+# training tools' --help are made from this; tests/test_cli.py checks that every key has one.
+KEY_HELP = {
+    'experiment.name': 'the run\'s name in reproduce tables',
+    'experiment.paper_table': 'the paper\'s table and cell this run reproduces (tools/reproduce.py '
+                              'collects a table\'s runs by it)',
+    'experiment.published_mAP': 'the published number, as a fraction (null: none)',
+    'experiment.published_metric': 'the metric of published_mAP (empty: VOC07 mAP@0.5)',
+    'experiment.notes': 'free text: where the settings come from',
+    'data.root': 'VOC root, GluonCV VOC root, COCO root, or synthetic: a generated VOC root',
+    'data.train_split': 'training split; GluonCV\'s default names mean train/val on a plain '
+                        'VOC root',
+    'data.val_split': 'validation split (per-epoch validation, best.params)',
+    'data.classes': 'class names (null: discovered from the training annotations, sorted)',
+    'data.val_fraction': 'validation fraction of the seeded split of a root without split files',
+    'data.split_seed': 'seed of the seeded split of a root without split files; not the '
+                       'training seed',
+    'data.num_workers': 'data loader worker processes (0: in the training process)',
+    'data.pipeline': 'training augmentation: fast (NumPy/OpenCV, targets in the workers) or '
+                     'gluoncv (GluonCV\'s SSDDefaultTrainTransform)',
+    'data.check_images': 'decode every image once before training (bad files named up front)',
+    'data.on_bad_image': 'a missing or undecodable image: stop (fatal) or skip (left out, listed)',
+    'data.format': 'voc or coco (a COCO root is recognised without it)',
+    'data.annotations': 'a COCO JSON file to read instead of data.root ({split}: the split name)',
+    'data.images': 'the image folder of data.annotations',
+    'data.category_ids': 'the COCO id of each class (filled from the JSON, kept in model.json)',
+    'data.synthetic.dir': 'where data.root synthetic is generated',
+    'data.synthetic.num_train': 'generated training images',
+    'data.synthetic.num_val': 'generated validation images',
+    'data.synthetic.min_size': 'smallest generated image side, pixels',
+    'data.synthetic.max_size': 'largest generated image side, pixels',
+    'data.synthetic.seed': 'seed of the generated images',
+    'model.family': 'detector family: ssd or faster_rcnn',
+    'model.network': 'base network (resnet50_v1, mobilenet1.0, ...), a zoo name, or tiny',
+    'model.data_shape': 'input size: an SSD\'s square side; a Faster R-CNN\'s short side',
+    'model.pretrained_base': 'start the backbone from GluonCV\'s ImageNet weights, downloaded',
+    'model.params': 'start from this local .params file',
+    'model.width': 'tiny network: channel unit',
+    'model.blocks': 'tiny network: extra stride-1 convolutions per stage',
+    'model.mean': 'per-channel input mean (RGB, 0-1 scale)',
+    'model.std': 'per-channel input standard deviation (RGB, 0-1 scale)',
+    'model.max_size': 'Faster R-CNN: longest image side limit',
+    'model.roi_mode': 'Faster R-CNN: align (RoIAlign) or pool (RoIPooling)',
+    'model.rpn_train_pre_nms': 'Faster R-CNN: RPN proposals before NMS in training (0: preset)',
+    'model.rpn_train_post_nms': 'Faster R-CNN: RPN proposals after NMS in training (0: preset)',
+    'model.rpn_test_pre_nms': 'Faster R-CNN: RPN proposals before NMS at test (0: preset)',
+    'model.rpn_test_post_nms': 'Faster R-CNN: RPN proposals after NMS at test (0: preset)',
+    'model.rcnn_num_sample': 'Faster R-CNN: RoIs sampled per image for the head (0: preset)',
+    'model.rcnn_max_num_gt': 'Faster R-CNN: most ground-truth boxes per image (0: preset)',
+    'teacher.network': 'teacher network (empty: no teacher, or read from its model.json)',
+    'teacher.params': 'teacher weights (a model.json beside them describes the network)',
+    'teacher.pretrained': 'the teacher is GluonCV\'s published VOC detector, downloaded',
+    'distill.method': 'gan, mimic, fgfi, cosine, several joined by + (gan+cosine), or head_only',
+    'distill.adapter': 'student-to-teacher feature adapter: conv1x1',
+    'distill.init_head_from_teacher': 'start the student\'s head from the teacher\'s',
+    'distill.fold_adapters': 'also write OUT/folded/student.params, adapters folded into the head',
+    'distill.grad_ratio_interval': 'log the distillation/detection gradient ratio every this many '
+                                   'iterations (0: never)',
+    'distill.gan.critic': 'critic: dcgan (WGAN reference), bn, plain or spectral',
+    'distill.gan.critic_width': 'critic width (dcgan: first layer, doubled per layer)',
+    'distill.gan.critic_batch': 'joint: teacher and student maps in one critic batch; separate',
+    'distill.gan.critic_lr': 'critics\' Adam learning rate',
+    'distill.gan.critic_beta1': 'critics\' Adam beta1',
+    'distill.gan.clip': 'WGAN weight clipping bound of every critic parameter',
+    'distill.gan.critic_norm': 'former name of the critic kind (clip: plain, spectral); read '
+                               'with a warning',
+    'distill.gan.n_critic': 'critic updates per student update',
+    'distill.gan.adv_weight': 'weight of the adversarial term',
+    'distill.gan.adv_optimizer': 'adam: an own Adam applies the adversarial gradient; shared: '
+                                 'the run\'s optimizer',
+    'distill.gan.adv_lr': 'that Adam\'s learning rate',
+    'distill.gan.adv_beta1': 'that Adam\'s beta1',
+    'distill.gan.epochs': 'epochs with the adversarial term (-1: all)',
+    'distill.gan.lr_steps': 'the critics\' own lr decay epochs (null: train.lr_steps; []: '
+                            'constant)',
+    'distill.gan.critic_warmup_epochs': 'first epochs in which the critics train alone',
+    'distill.mimic.weight': 'weight of the L2 feature mimic term',
+    'distill.fgfi.weight': 'weight of the FGFI term',
+    'distill.fgfi.psi': 'FGFI mask threshold, a fraction of each box\'s best anchor IoU',
+    'distill.fgfi.warmup_iters': 'iterations before the FGFI term starts',
+    'distill.cosine.weight': 'weight of the cosine-attention term (0: logged only)',
+    'distill.cosine.attention_power': 'power of the teacher-norm attention map (0: uniform)',
+    'distill.cosine.epochs': 'epochs with the cosine term (-1: all)',
+    'train.epochs': 'training epochs',
+    'train.batch_size': 'global batch size, split over the devices and processes',
+    'train.optimizer': 'sgd or adam',
+    'train.lr': 'learning rate',
+    'train.momentum': 'SGD momentum',
+    'train.wd': 'weight decay',
+    'train.lr_decay': 'learning rate factor at each of train.lr_steps',
+    'train.lr_steps': 'epochs at which the learning rate is multiplied by train.lr_decay',
+    'train.warmup_iters': 'iterations of linear learning-rate warm-up (0: none)',
+    'train.ctx': 'devices: cpu, cpu:0,1, gpu:0,1,2,3',
+    'train.kvstore': 'KVStore: device, local; dist_sync or dist_device_sync in a job of '
+                     'python -m gluon_distill.launch, docs/multi-machine.md',
+    'train.horovod': 'one process per device under horovodrun; needs the horovod extra',
+    'train.seed': 'training seed (initialisation, shuffling, augmentation)',
+    'train.out': 'output folder of the run',
+    'train.resume': 'continue from OUT/last.ckpt at the next epoch boundary',
+    'train.overwrite': 'move another run in OUT aside to OUT.old-<time> and start afresh',
+    'train.log_interval': 'iterations per logged window (metrics.jsonl, train.log)',
+    'train.val_interval': 'validate every this many epochs (and at the last)',
+    'train.max_nonfinite': 'non-finite losses in a row that stop the run',
+    'train.divergence_stop': 'stop a run whose losses explode (docs/training.md)',
+    'train.hybridize': 'hybridize the network and the training step (faster)',
+    'train.progress': 'progress bars on a terminal',
+    'eval.metric': 'validation metric: auto (coco on COCO data, else voc07), voc07 or coco',
+    'eval.iou_thresh': 'IoU of a match (VOC07 mAP)',
+    'eval.nms_thresh': 'NMS IoU threshold of the detector\'s output',
+    'eval.nms_topk': 'highest-scoring detections NMS looks at',
+    'eval.post_nms': 'detections per image kept after NMS',
+    'eval.batch_size': 'validation batch size',
+}
+
 # Command-line flag -> dotted key. Every tool flag that configures the run is one of these.
 FLAG_ALIASES = {
     'network': 'model.network',
     'data_shape': 'model.data_shape',
     'pretrained_base': 'model.pretrained_base',
     'params': 'model.params',
+    'max_size': 'model.max_size',
+    'roi_mode': 'model.roi_mode',
     'data_root': 'data.root',
     'train_split': 'data.train_split',
     'val_split': 'data.val_split',
+    'split_seed': 'data.split_seed',
+    'val_fraction': 'data.val_fraction',
     'num_workers': 'data.num_workers',
     'ctx': 'train.ctx',
     'batch_size': 'train.batch_size',
     'epochs': 'train.epochs',
     'lr': 'train.lr',
+    'wd': 'train.wd',
+    'lr_decay_epoch': 'train.lr_steps',
     'out': 'train.out',
     'resume': 'train.resume',
     'overwrite': 'train.overwrite',
@@ -511,12 +631,29 @@ def config_from(values, base=None):
     return cfg
 
 
-def load_config(path=None, overrides=()):
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, in that order."""
-    cfg = Config()
+def find_config(path):
+    """The file ``--config path`` names: as given, else a shipped experiment config
+    (:func:`gluon_distill.resources.find_experiment`, so ``voc/NAME.yaml`` works from any
+    folder); a path found nowhere is a :class:`ConfigError` naming the nearest configs."""
+    from .resources import find_experiment, near_configs
+    found = find_experiment(path)
+    if found:
+        return found
+    near = near_configs(path)
+    raise ConfigError('cannot read config file {}: no such file{}'.format(
+        path, '; did you mean {}?'.format(' or '.join(near)) if near else
+        ' (the shipped configs: experiments/README.md, e.g. '
+        'voc/ssd512_resnet50_v1_to_mobilenet1.0.yaml)'))
+
+
+def load_config(path=None, overrides=(), base=None):
+    """Defaults (``base``, or :class:`Config`'s), then the YAML file at ``path`` (found by
+    :func:`find_config`), then ``key=value`` overrides, in that order."""
+    cfg = Config() if base is None else copy.deepcopy(base)
     if path:
+        found = find_config(path)
         try:
-            with open(path) as f:
+            with open(found) as f:
                 data = yaml_load(f) or {}
         except OSError as e:
             raise ConfigError('cannot read config file {}: {}'.format(path, e.strerror))
@@ -534,49 +671,118 @@ def load_config(path=None, overrides=()):
     return cfg
 
 
-def add_common_arguments(parser):
-    """The flags every tool shares: ``--config``, ``--set`` and the aliases of dotted keys.
+def get_key(cfg, dotted):
+    """The value of ``cfg.<dotted>``."""
+    value = cfg
+    for part in dotted.split('.'):
+        value = getattr(value, part)
+    return value
 
-    Flags default to ``None`` so that only the ones a user gives override the config file.
-    """
-    parser.add_argument('--config', help='YAML experiment file (see experiments/)')
-    parser.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE',
-                        help='override one config key; repeatable')
-    str_flags = {
-        'network': 'detector base network, e.g. mobilenet1.0, resnet50_v1, or ssd_512_resnet50_v1',
-        'data_root': 'VOC-format root, GluonCV VOC root, or "synthetic"',
-        'train_split': 'training split, e.g. 2007_trainval+2012_trainval or train',
-        'val_split': 'validation split, e.g. 2007_test or val',
-        'ctx': 'devices: cpu, cpu:0,1 (two CPU contexts), gpu:0,1,2,3',
-        'out': 'output directory',
-        'params': 'start from this local .params file',
-        'kvstore': 'KVStore type: device, local; dist_sync or dist_device_sync for a job '
-                   'started by python -m gluon_distill.launch (docs/multi-machine.md)',
-    }
-    for name, text in str_flags.items():
-        parser.add_argument('--' + name.replace('_', '-'), dest=name, default=None, help=text)
-    for name, tp in (('data_shape', int), ('batch_size', int), ('epochs', int),
-                     ('num_workers', int), ('seed', int), ('lr', float)):
-        parser.add_argument('--' + name.replace('_', '-'), dest=name, type=tp, default=None,
-                            help='alias of ' + FLAG_ALIASES[name])
-    parser.add_argument('--pretrained-base', dest='pretrained_base', default=None,
-                        action=argparse.BooleanOptionalAction,
-                        help='ImageNet-pretrained backbone from the GluonCV zoo')
-    parser.add_argument('--horovod', dest='horovod', default=None, action='store_true',
-                        help='one process per device under horovodrun (the optional horovod '
-                             'extra; docs/multi-machine.md, Horovod)')
-    parser.add_argument('--resume', dest='resume', default=None, action='store_true',
-                        help='continue from OUT/last.ckpt at the next epoch boundary')
-    parser.add_argument('--overwrite', dest='overwrite', default=None, action='store_true',
-                        help='OUT holds another run: move it aside to OUT.old-<time> and start '
-                             'afresh (without this flag such an OUT is refused)')
+
+def format_default(value):
+    """A value as a flag takes it: ``true``/``false``, lists comma-separated, ``(empty)``."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if value is None:
+        return 'null'
+    if isinstance(value, (list, tuple)):
+        return ','.join(str(v) for v in value) if value else 'none'
+    if value == '':
+        return 'none'
+    return str(value)
+
+
+def comma_list(item_type=str, name='list'):
+    """An argparse ``type``: ``'a,b'`` -> ``['a', 'b']`` (items converted by ``item_type``).
+    Every list a flag takes is written this way."""
+    def parse(text):
+        items = [t.strip() for t in str(text).split(',') if t.strip()]
+        try:
+            return [item_type(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError('expected a comma-separated list of {}, e.g. {}, '
+                                             'got {!r}'.format(name, '14,20' if item_type is int
+                                                               else 'a,b', text))
+    parse.__name__ = name
+    return parse
+
+
+# flag -> (type, metavar); absent: a string flag with metavar from the name
+_FLAG_FORMS = {
+    'network': (str, 'NAME'), 'data_root': (str, 'DIR'), 'train_split': (str, 'SPLIT'),
+    'val_split': (str, 'SPLIT'), 'ctx': (str, 'DEVICES'), 'out': (str, 'DIR'),
+    'params': (str, 'FILE'), 'kvstore': (str, 'TYPE'), 'data_shape': (int, 'PX'),
+    'batch_size': (int, 'N'), 'epochs': (int, 'N'), 'num_workers': (int, 'N'),
+    'seed': (int, 'N'), 'split_seed': (int, 'N'), 'val_fraction': (float, 'F'),
+    'lr': (float, 'LR'), 'wd': (float, 'WD'),
+    'lr_decay_epoch': (comma_list(int, 'epochs'), 'E1,E2'),
+    'max_size': (int, 'PX'), 'roi_mode': (str, None),
+    'teacher_network': (str, 'NAME'), 'teacher_params': (str, 'FILE'),
+}
+# a flag's help beyond the key's meaning (KEY_HELP)
+_FLAG_NOTES = {
+    'train_split': ', e.g. 2007_trainval+2012_trainval or train',
+    'val_split': ', e.g. 2007_test or val',
+    'lr_decay_epoch': ', comma-separated',
+    'max_size': '; --data-shape is the short side',
+}
+COMMON_FLAGS = ('network', 'data_root', 'train_split', 'val_split', 'split_seed', 'val_fraction',
+                'data_shape', 'pretrained_base', 'params', 'batch_size', 'epochs', 'lr', 'wd',
+                'lr_decay_epoch', 'num_workers', 'seed', 'ctx', 'kvstore', 'horovod', 'out',
+                'resume', 'overwrite')
+FASTER_RCNN_FLAGS = ('roi_mode', 'max_size')
+TEACHER_FLAGS = ('teacher_network', 'teacher_params', 'teacher_pretrained')
+
+
+def _flag_help(name, defaults):
+    dotted = FLAG_ALIASES[name]
+    text = KEY_HELP[dotted] + _FLAG_NOTES.get(name, '')
+    return '{} ({}; default: {})'.format(text, dotted, format_default(
+        get_key(defaults, dotted))).replace('%', '%%')
+
+
+def add_flags(parser, names, defaults=None):
+    """Add the flags ``names`` (keys of :data:`FLAG_ALIASES`) to ``parser``; each help names
+    its key and its default in ``defaults`` (the config before the flags: :class:`Config`'s
+    defaults unless given). Flags default to ``None`` so that only the ones a user gives
+    override the config file."""
+    defaults = Config() if defaults is None else defaults
+    for name in names:
+        flag = '--' + name.replace('_', '-')
+        help_text = _flag_help(name, defaults)
+        if name == 'pretrained_base':
+            parser.add_argument(flag, dest=name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        elif name in ('horovod', 'resume', 'overwrite', 'teacher_pretrained'):
+            parser.add_argument(flag, dest=name, default=None, action='store_true',
+                                help=help_text)
+        elif name == 'roi_mode':
+            parser.add_argument(flag, dest=name, default=None, choices=CHOICES['model.roi_mode'],
+                                help=help_text)
+        else:
+            tp, metavar = _FLAG_FORMS[name]
+            parser.add_argument(flag, dest=name, type=tp, default=None, metavar=metavar,
+                                help=help_text)
     return parser
 
 
-def config_from_args(args):
-    """Resolve the config of a tool: file, then ``--set``, then explicit flags."""
-    overrides = list(args.set)
-    cfg = load_config(args.config, overrides)
+def add_common_arguments(parser, defaults=None, faster_rcnn=False):
+    """The flags every training tool shares: ``--config``, ``--set`` and the aliases of dotted
+    keys (:data:`COMMON_FLAGS`; with ``faster_rcnn``, :data:`FASTER_RCNN_FLAGS` too). Help
+    texts show each flag's default in ``defaults`` (see :func:`add_flags`)."""
+    parser.add_argument('--config', metavar='FILE',
+                        help='YAML experiment file: a path, or a shipped config such as '
+                             'voc/ssd512_resnet50_v1_to_mobilenet1.0.yaml (experiments/)')
+    parser.add_argument('--set', action='append', default=[], metavar='SECTION.KEY=VALUE',
+                        help='override one config key (docs/config.md); repeatable')
+    add_flags(parser, COMMON_FLAGS + (FASTER_RCNN_FLAGS if faster_rcnn else ()), defaults)
+    return parser
+
+
+def config_from_args(args, base=None):
+    """Resolve the config of a tool: ``base`` (the defaults when None), the file, then
+    ``--set``, then explicit flags."""
+    cfg = load_config(args.config, list(args.set), base=base)
     for name, dotted in FLAG_ALIASES.items():
         value = getattr(args, name, None)
         if value is not None:

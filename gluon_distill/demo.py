@@ -35,9 +35,9 @@ QUICK = {'epochs': 2, 'lr_steps': [2], 'num_train': 64, 'num_val': 32,
 TEACHER = {'model.width': 32, 'model.blocks': 2}
 STUDENT = {'model.width': 16, 'model.blocks': 1}
 # Per distilled role, its method. The GAN student uses train_distill.py's defaults (the paper's
-# settings with the WGAN reference critic, docs/distillation.md); only the critics' width is
-# demo-sized (64, in demo_config). Mimic and FGFI: the mini-reproduction's arms (mini.ARMS),
-# their defaults written out.
+# settings with the WGAN reference critic, docs/distillation.md); demo_config states the
+# critics' width (64, the default too) so that a change of default does not change the demo.
+# Mimic and FGFI: the mini-reproduction's arms (mini.ARMS), their defaults written out.
 METHODS = {
     'head_only': {'distill.method': 'head_only'},
     'mimic': {'distill.method': 'mimic', 'distill.mimic.weight': 1.0},
@@ -232,21 +232,28 @@ def _arms_option(text):
         raise argparse.ArgumentTypeError(str(e).replace('--arms: ', ''))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from .cli import Parser
+    parser = Parser(prog='python -m gluon_distill.demo', description=__doc__)
     parser.add_argument('--quick', action='store_true', help='one-minute version')
-    parser.add_argument('--out', default='runs/demo', help='output folder')
-    parser.add_argument('--ctx', default='cpu', help='cpu, cpu:0,1, gpu:0')
-    parser.add_argument('--workers', type=int, default=2, help='data loader processes')
+    parser.add_argument('--out', default='runs/demo', help='output folder (default: %(default)s; '
+                        'with --quick: runs/demo_quick)')
+    parser.add_argument('--ctx', default='cpu', help='cpu, cpu:0,1, gpu:0 (default: %(default)s)')
+    parser.add_argument('--num-workers', type=int, default=2, metavar='N',
+                        help='data loader worker processes (default: %(default)s)')
+    parser.add_renamed('--workers', '--num-workers')
     parser.add_argument('--fresh', action='store_true', help='retrain finished stages')
     parser.add_argument('--arms', type=_arms_option, default=list(ARMS),
                         help='students to train and compare, comma-separated, from {} (default: '
                              'all; the teacher is always trained)'.format(','.join(ARMS)))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     from .cli import run_tool
     out = args.out if not args.quick or args.out != 'runs/demo' else 'runs/demo_quick'
-    return run_tool(lambda: run_demo(out, args.quick, args.ctx, args.fresh, args.workers,
+    return run_tool(lambda: run_demo(out, args.quick, args.ctx, args.fresh, args.num_workers,
                                      args.arms))
 
 

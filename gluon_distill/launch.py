@@ -362,13 +362,28 @@ def parse_args(argv=None):
         own, command = argv[:split], argv[split + 1:]
     else:
         own, command = argv, []
-    p = argparse.ArgumentParser(
+    p = build_parser()
+    args = p.parse_args(own)
+    if not command:
+        p.error('no command: put it after --, e.g. -- python tools/train_ssd.py ...')
+    args.command = command
+    return args
+
+
+def build_parser():
+    """The launcher's own options (those before ``--``)."""
+    from .cli import Parser
+    p = Parser(
         prog='python -m gluon_distill.launch',
         description='Start a distributed KVStore job (scheduler, servers, workers) on this '
                     'machine (loopback) or over ssh, and stop all of it when one process fails.',
-        usage='%(prog)s -n WORKERS [-s SERVERS] [--hosts FILE] [--port P] -- COMMAND ...')
-    p.add_argument('-n', '--num-workers', type=int, required=True,
-                   help='number of worker processes (each runs COMMAND)')
+        usage='%(prog)s -n PROCESSES [-s SERVERS] [--hosts FILE] [--port P] -- COMMAND ...')
+    p.add_argument('-n', '--num-processes', dest='num_workers', type=int, required=True,
+                   metavar='N',
+                   help='number of training processes, each running COMMAND (the KVStore\'s '
+                        'workers, or Horovod\'s ranks; --num-workers is the data loader\'s in '
+                        'the training commands)')
+    p.add_renamed('--num-workers', '--num-processes')
     p.add_argument('-s', '--num-servers', type=int, default=None,
                    help='number of parameter servers (default: 1 on loopback, one per host '
                         'with --hosts)')
@@ -389,11 +404,7 @@ def parse_args(argv=None):
     p.add_argument('--horovod', action='store_true',
                    help='run COMMAND on -n ranks with horovodrun (gloo) instead of a KVStore '
                         'job; give COMMAND --horovod too')
-    args = p.parse_args(own)
-    if not command:
-        p.error('no command: put it after --, e.g. -- python tools/train_ssd.py ...')
-    args.command = command
-    return args
+    return p
 
 
 def _parse_env(items):

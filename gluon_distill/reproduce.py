@@ -361,3 +361,11 @@ def reproduce_table(table=1, experiments=None, methods=None, ctx=None,
     for p in paths:
         out('wrote {}'.format(p))
     return rows
+
+
+def write_report(out='docs/results.md', evidence=(), demo=None, folders=None, echo=print):
+    """``docs/results.md`` (``tools/reproduce.py --report``): Tables 1-3 with the paper's
+    numbers and ours from whatever runs finished, and the CPU evidence of the mini-reproduction
+    folders ``evidence`` and the demo folder ``demo`` (:mod:`gluon_distill.results_page`)."""
+    from .results_page import write_results_page
+    return write_results_page(out, evidence, demo, folders, echo)

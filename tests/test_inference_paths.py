@@ -381,9 +381,7 @@ def test_verification_names_an_original_with_non_finite_outputs(tmp_path):
 @pytest.mark.parametrize('formats', [['onnx'], ['mxnet', 'onnx']])
 def test_faster_rcnn_onnx_is_refused_before_converting(rcnn, tmp_path, capsys, formats):
     out = tmp_path / 'deploy'
-    args = ['--params', str(rcnn), '--out', str(out)]
-    for f in formats:
-        args += ['--format', f]
+    args = ['--params', str(rcnn), '--out', str(out), '--format', ','.join(formats)]
     capsys.readouterr()
     assert tool('export')(args) == 2
     captured = capsys.readouterr()

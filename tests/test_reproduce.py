@@ -1,5 +1,6 @@
 """tools/reproduce.py end to end on a tiny "Table 1" of 64 px networks on the generated data."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,162 @@ def test_reproduce_table1_dry_run_lists_the_cosine_row_with_the_logged_schedule(
         else:
             assert '240 epochs, batch 32, lr 0.001 x0.1 at 160, 200' in line, name
     assert len(_commands('--table', '1', '--methods', 'gan')) == 3 + 3 + 9 + 1
+
+
+# ------------------------------------------------------ the results page (--report)
+
+TABLE_FOLDERS = {1: 'experiments/voc', 2: 'experiments/coco', 3: 'experiments/voc07_rcnn'}
+
+
+@pytest.fixture
+def report_dir(tmp_path, monkeypatch):
+    """A folder with the repository's experiments (a link) and no runs: the report's working
+    directory, where the configs' train.out (runs/...) are looked up."""
+    (tmp_path / 'experiments').symlink_to(REPO / 'experiments')
+    monkeypatch.chdir(str(tmp_path))
+    return tmp_path
+
+
+def _report(cwd, *args):
+    proc = subprocess.run([sys.executable, TOOL, '--report'] + list(args), cwd=str(cwd),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _page_rows(text):
+    """{config path: its row} of the page's tables."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith('| ') and '[`experiments/' in line:
+            rows[line.split('[`', 1)[1].split('`]', 1)[0]] = line
+    return rows
+
+
+def test_report_without_runs_lists_every_config_as_not_run(report_dir):
+    from gluon_distill.reproduce import collect_runs
+    from gluon_distill.results_page import eval_command, train_command
+    printed = _report(report_dir)
+    page = report_dir / 'docs' / 'results.md'
+    assert 'wrote docs/results.md' in printed
+    text = page.read_text()
+    assert text.startswith('# Results\n')
+    assert '\n    python tools/reproduce.py --report\n' in text   # its generation command
+    rows = _page_rows(text)
+    total = 0
+    for table, folder in TABLE_FOLDERS.items():
+        assert '\n## Table {}: '.format(table) in text
+        for run in collect_runs(folder, table):
+            total += 1
+            row = rows[run.path]
+            assert '| not run |' in row, row
+            assert '`{}`'.format(train_command(run)) in row
+            assert '`{}`'.format(eval_command(run)) in row
+            assert '](../{})'.format(run.path) in row   # links the config from docs/
+    assert total == 43 + 16 + 8 and len(rows) == total
+    # the cosine rows are the paper's cells, under the authors' labels; plain GAN: ablations
+    cosine = rows['experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0_cosine.yaml']
+    assert cosine.startswith('| MobileNetV1 student, ResNet50 teacher (with cosine attention) '
+                             '| `gan+cosine` | 78.4 | not run |')
+    stem = 'experiments/voc07_rcnn/faster_rcnn_resnet101_v1d_to_resnet50_v1b_'
+    assert rows[stem + 'roialign_cosine.yaml'].startswith(
+        '| ResNet50 student, RoIAlign, with GAN-KD and cosine attention | `gan+cosine` | 74.0 |')
+    assert rows[stem + 'roipool_cosine.yaml'].startswith(
+        '| ResNet50 student, RoIPooling, with GAN-KD and cosine attention | `gan+cosine` | 73.8 |')
+    table3 = text.split('\n## Table 3: ')[1].split('\n## ')[0]
+    cells, ablations = table3.split('### Ablations and comparisons (not in the paper)')
+    assert stem + 'roialign_cosine.yaml' in cells and stem + 'roialign.yaml' not in cells
+    assert rows[stem + 'roialign.yaml'].split(' | ')[1].startswith(
+        'ablation of Table 3 (ResNet50 student, RoIAlign): GAN-KD without cosine attention')
+    assert stem + 'roialign.yaml' in ablations
+    head_only = rows['experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0_head_only.yaml']
+    assert '| `head_only` | not run |' in head_only
+    assert text.split('\n## Table 1: ')[1].index('ssd512_resnet50_v1_to_mobilenet1.0_head_only') \
+        > text.split('\n## Table 1: ')[1].index('### Ablations')
+    evidence = text.split('\n## CPU evidence\n')[1]
+    assert 'python bench/mini_repro.py' in evidence and '--report --evidence' in evidence
+    assert '--demo' in evidence
+
+
+def test_report_shows_the_number_of_a_finished_run(report_dir):
+    def files(out, contents):
+        folder = report_dir / out
+        folder.mkdir(parents=True)
+        for name, value in contents.items():
+            (folder / name).write_text(json.dumps(value))
+    files('runs/voc/ssd512_resnet50_v1_to_mobilenet1.0_cosine',
+          {'summary.json': {'epochs': 340}, 'reproduce_eval.json': {'mAP': 0.78123}})
+    files('runs/voc07_rcnn/baseline_faster_rcnn_resnet50_v1b_roialign',
+          {'summary.json': {'epochs': 20}, 'best.json': {'epoch': 17, 'mAP': 0.70456}})
+    files('runs/coco/ssd512_resnet50_v1_to_mobilenet1.0_head_only', {'last.ckpt': ''})
+    files('runs/coco/baseline_ssd512_mobilenet1.0', {'best.json': {'epoch': 3, 'mAP': 0.1}})
+    _report(report_dir, '--out', 'out/page.md')
+    text = (report_dir / 'out' / 'page.md').read_text()
+    assert '\n    python tools/reproduce.py --report --out out/page.md\n' in text
+    rows = _page_rows(text)
+    assert rows['experiments/voc/ssd512_resnet50_v1_to_mobilenet1.0_cosine.yaml'].startswith(
+        '| MobileNetV1 student, ResNet50 teacher (with cosine attention) | `gan+cosine` | 78.4 '
+        '| 78.12 |')
+    assert '| 71.7 | 70.46 (best.json) |' in \
+        rows['experiments/voc07_rcnn/baseline_faster_rcnn_resnet50_v1b_roialign.yaml']
+    assert '| not finished |' in \
+        rows['experiments/coco/ssd512_resnet50_v1_to_mobilenet1.0_head_only.yaml']
+    # best.json of a run without summary.json (still training): not a result
+    assert '| 21.7 | not run |' in rows['experiments/coco/baseline_ssd512_mobilenet1.0.yaml']
+    assert '43 runs, 1 finished' in text and '8 runs, 1 finished' in text
+    assert sum('| not run |' in row for row in rows.values()) == 67 - 3
+
+
+def test_report_quotes_the_evidence_folders(report_dir):
+    from gluon_distill.demo import format_table
+    from gluon_distill.mini import write_results
+    run = {'diverged': False, 'seconds': 1.0, 'grad_ratio': None}
+    rows = {'head_only': [dict(run, seed=s, final_mAP=f, best_mAP=b) for s, f, b in
+                          ((0, 0.5012, 0.55), (1, 0.6031, 0.61), (2, 0.5547, 0.58))],
+            'gan': [dict(run, seed=s, final_mAP=f, best_mAP=b,
+                         grad_ratio={'mean': 1.5, 'min': 1.0, 'max': 2.0})
+                    for s, f, b in ((0, 0.5321, 0.54), (1, 0.6402, 0.65), (2, 0.5611, 0.57))]}
+    evidence = report_dir / 'ev' / 'mini_hand'
+    evidence.mkdir(parents=True)
+    write_results(str(evidence), {'best_mAP': 0.7123}, rows, 30)
+    results = json.loads((evidence / 'results.json').read_text())
+    results_md = (evidence / 'results.md').read_text()
+    demo = report_dir / 'demo_out'
+    demo.mkdir()
+    demo_rows = [{'model': 'teacher (wide, deep)', 'role': 'teacher', 'parameters': 1000,
+                  'mAP': 0.80661},
+                 {'model': 'student, GAN-distilled', 'role': 'distilled', 'parameters': 900,
+                  'deployed_parameters': 500, 'mAP': 0.58034}]
+    (demo / 'demo.json').write_text(json.dumps({'rows': demo_rows, 'quick': False}))
+    (demo / 'demo.png').write_bytes((evidence / 'paired.png').read_bytes())
+
+    _report(report_dir, '--evidence', 'ev/mini_hand', '--demo', 'demo_out')
+    text = (report_dir / 'docs' / 'results.md').read_text()
+    assert '\n    python tools/reproduce.py --report --evidence ev/mini_hand --demo demo_out\n' \
+        in text
+    section = text.split('\n## CPU evidence\n')[1]
+    for arm in ('head_only', 'gan'):
+        record = results['arms'][arm]
+        for key in ('final', 'best'):
+            quoted = '{:.4f} ± {:.4f}'.format(record[key + '_mean'], record[key + '_std'])
+            assert quoted in section and quoted in results_md
+    diff = results['arms']['gan']['minus_head_only']
+    for quoted in ('{:+.4f}'.format(diff['mean']),
+                   '[{:+.4f}, {:+.4f}]'.format(*diff['interval95']),
+                   's1={:+.3f}'.format(diff['per_seed']['1'])):
+        assert quoted in section and quoted in results_md
+    assert '| `gan - head_only` | 3 |' in section
+    assert 'teacher best mAP 0.7123' in section and 'students trained 30 epochs' in section
+    image = report_dir / 'docs' / 'images' / 'mini_hand_paired.png'
+    assert image.read_bytes() == (evidence / 'paired.png').read_bytes()
+    assert '](images/mini_hand_paired.png)' in section
+    for line in format_table(demo_rows).splitlines():   # the demo's own table
+        assert '    ' + line in section
+    assert '0.8066' in section and '500' in section
+    assert (report_dir / 'docs' / 'images' / 'demo_out_demo.png').exists()
+
+    proc = subprocess.run([sys.executable, TOOL, '--report', '--evidence', 'demo_out'],
+                          cwd=str(report_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: demo_out: no results.json')

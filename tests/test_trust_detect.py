@@ -154,7 +154,7 @@ def blocked_dir(tmp_path):
     return tmp_path / 'file' / 'sub'
 
 
-@pytest.mark.parametrize('name, option', [('eval', '--save-dir'), ('export', '--out'),
+@pytest.mark.parametrize('name, option', [('eval', '--out'), ('export', '--out'),
                                           ('detect', '--out')])
 def test_unwritable_output_fails_at_once_with_one_line(grown, tmp_path, capsys, name, option):
     blocked = blocked_dir(tmp_path)
@@ -168,7 +168,7 @@ def test_unwritable_output_fails_at_once_with_one_line(grown, tmp_path, capsys, 
     assert status == 2
     errors = captured.err.strip().splitlines()
     assert errors == ['error: cannot write to {} {}: Not a directory'.format(
-        {'eval': '--save-dir folder', 'export': 'export folder', 'detect': 'output folder'}[name],
+        {'eval': '--out folder', 'export': 'export folder', 'detect': 'output folder'}[name],
         blocked)], captured.err
     assert 'Traceback' not in captured.err and captured.out == ''
 

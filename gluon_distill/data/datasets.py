@@ -11,7 +11,7 @@ from typing import List, Optional
 from .splits import split_names
 from .voc import DatasetError, DetectionDataset, is_gluoncv_layout, load_voc_records
 from .synthetic import make_synthetic_voc
-from .coco import is_coco_data, load_coco_split
+from .coco import is_coco_data, is_coco_layout, load_coco_split
 from .synthetic_coco import make_synthetic_coco
 
 
@@ -33,7 +33,8 @@ def synthetic_root(syn):
 
 
 def resolve_root(data_cfg):
-    """The VOC root to read: the generated one for ``synthetic``, else ``data.root``."""
+    """The VOC root to read: the generated one for ``synthetic``, else ``data.root`` once
+    :func:`check_root` has recognised it."""
     if data_cfg.root == 'synthetic':
         syn = data_cfg.synthetic
         # format coco: the same root with annotations/instances_{train,val}.json beside it
@@ -45,13 +46,51 @@ def resolve_root(data_cfg):
         # a COCO file names its own image folder: data.root is not read
         return os.path.dirname(os.path.abspath(os.path.expanduser(data_cfg.annotations)))
     root = os.path.expanduser(data_cfg.root)
-    if not os.path.isdir(root):
-        raise DatasetError(
-            'data root {} does not exist. For PASCAL VOC, download VOC2007 and VOC2012 (GluonCV: '
-            'scripts/datasets/pascal_voc.py) into ~/.mxnet/datasets/voc; for your own data, pass '
-            '--data-root DIR with Annotations/ and JPEGImages/; --data-root synthetic generates '
-            'a small dataset.'.format(root))
+    check_root(root)
     return root
+
+
+ROOT_KINDS = (
+    '  a VOC root: Annotations/*.xml and JPEGImages/ (ImageSets/Main/<split>.txt optional), or '
+    'GluonCV\'s VOC root with VOC2007/ and VOC2012/ (GluonCV: scripts/datasets/pascal_voc.py, '
+    'into ~/.mxnet/datasets/voc)\n'
+    '  a COCO root: annotations/instances_<split>.json and its images (GluonCV\'s '
+    '~/.mxnet/datasets/coco); any other COCO file: --set data.annotations=FILE.json '
+    '--set data.images=DIR\n'
+    '  synthetic: --data-root synthetic generates a small VOC dataset\n'
+    '(docs/datasets.md)')
+
+
+def root_kind(root):
+    """``'voc'``, ``'gluoncv_voc'``, ``'coco'`` or None: what kind of data root ``root`` is."""
+    if os.path.isdir(os.path.join(root, 'Annotations')):
+        return 'voc'
+    if is_gluoncv_layout(root):
+        return 'gluoncv_voc'
+    if is_coco_layout(root):
+        return 'coco'
+    return None
+
+
+def check_root(root, flag='--data-root'):
+    """Raise one :class:`DatasetError` naming the three kinds of data root (VOC, COCO,
+    ``synthetic``) when ``root`` does not exist, is empty or is none of them."""
+    path = os.path.expanduser(root)
+    if not os.path.isdir(path):
+        what = 'is a file, not a folder' if os.path.exists(path) else 'does not exist'
+    elif root_kind(path):
+        return
+    else:
+        entries = sorted(os.listdir(path))
+        if not entries:
+            what = 'is empty'
+        else:
+            shown = [e + ('/' if os.path.isdir(os.path.join(path, e)) else '')
+                     for e in entries[:6]]
+            what = 'holds {}{} but is no data root'.format(
+                ', '.join(shown), ', ...' if len(entries) > 6 else '')
+    raise DatasetError('{} {} {}. A data root is one of:\n{}'.format(flag, root, what,
+                                                                    ROOT_KINDS))
 
 
 # The config's default splits name GluonCV's VOC layout; on any other root they mean the

@@ -22,7 +22,27 @@ def parse_ctx(spec):
         available = mx.context.num_gpus()
         missing = [i for i in indices if i >= available]
         if missing:
-            raise ValueError('--ctx {}: this machine has {} GPU(s) visible to MXNet'.format(
-                spec, available))
+            raise ValueError(no_gpu_message(spec, available))
         return [mx.gpu(i) for i in indices]
     return [mx.cpu(i) for i in indices]
+
+
+def no_gpu_message(spec, available):
+    """Why ``--ctx spec`` cannot run here, and the fix: ``--ctx cpu``, or MXNet's GPU build."""
+    if available:
+        return '--ctx {}: this machine has {} GPU(s) visible to MXNet (ids 0 to {})'.format(
+            spec, available, available - 1)
+    try:
+        cuda = mx.runtime.Features().is_enabled('CUDA')
+    except Exception:  # an MXNet without the feature list
+        cuda = None
+    if cuda is False:
+        why = ('the installed MXNet is the CPU build (mxnet {}): train on the CPU with --ctx '
+               'cpu, or install the GPU build on a machine with an NVIDIA GPU: pip install '
+               '"gluon-distill[cu112]" (mxnet-cu112, CUDA 11.2; docs/install.md)'.format(
+                   mx.__version__))
+    else:
+        why = ('MXNet sees no GPU (no NVIDIA driver or CUDA_VISIBLE_DEVICES hides them): train '
+               'on the CPU with --ctx cpu, or check nvidia-smi (the GPU build: pip install '
+               '"gluon-distill[cu112]", docs/install.md)')
+    return '--ctx {}: this machine has no GPU; {}'.format(spec, why)

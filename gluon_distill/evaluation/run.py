@@ -77,7 +77,7 @@ def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_si
     """
     logger = logger or logging.getLogger('gluon_distill')
     if save_dir:
-        ensure_writable_dir(save_dir, '--save-dir folder')
+        ensure_writable_dir(save_dir, '--out folder')
     ctx_list = parse_ctx(ctx)
     net, spec = load_detector(params_path, ctx_list)
     classes = spec['classes']

@@ -1,0 +1,67 @@
+"""VOC07 11-point mAP at IoU 0.5 of a saved detector (teacher, baseline or distilled student).
+
+    gluon-distill eval --params runs/demo/teacher/best.params
+    gluon-distill eval --params best.params --data-root ~/.mxnet/datasets/voc --split 2007_test \\
+        --out eval_out     # + metrics.json and devkit results files
+
+Without --data-root/--split it evaluates on the validation data the model was trained with;
+without --nms-thresh/--iou-thresh, with the NMS and IoU of its run (model.json "eval").
+The last line printed is ``mAP=0.xxxx``.
+
+On COCO-format data (a COCO root such as ~/.mxnet/datasets/coco, or any COCO JSON) it prints
+COCO AP@[.5:.95] by pycocotools: AP, AP50, AP75, AP small/medium/large, per-class AP, last line
+``AP=0.xxxx``; --out writes metrics.json and results.json (COCO results format):
+
+    gluon-distill eval --params best.params --data-root ~/.mxnet/datasets/coco --split val2017
+    gluon-distill eval --params best.params --set data.format=coco \\
+        --set data.annotations=my_val.json --set data.images=my_images/ --out eval_out
+
+tools/eval.py is the same command.
+"""
+
+from ..cli import Parser, run_tool
+
+
+def build_parser(prog=None, argv=None):
+    parser = Parser(prog=prog, description=__doc__)
+    parser.add_argument('--params', required=True, metavar='FILE',
+                        help='.params file with model.json beside it')
+    parser.add_argument('--data-root', metavar='DIR',
+                        help='VOC root, GluonCV VOC root, COCO root or synthetic (default: the '
+                             'data the model was trained on)')
+    parser.add_argument('--split', metavar='SPLIT',
+                        help='e.g. 2007_test, val, test, val2017, all (default: the validation '
+                             'split the model was trained with)')
+    parser.add_argument('--out', metavar='DIR',
+                        help='write metrics.json and the devkit (or COCO) results files here '
+                             '(default: write nothing)')
+    parser.add_renamed('--save-dir', '--out')
+    parser.add_argument('--ctx', default='cpu', metavar='DEVICES',
+                        help='cpu, cpu:0,1 or gpu:0,1 (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=16, metavar='N',
+                        help='images per batch (default: %(default)s)')
+    parser.add_argument('--num-workers', type=int, default=0, metavar='N',
+                        help='data loader worker processes (default: %(default)s)')
+    parser.add_argument('--nms-thresh', type=float, default=None, metavar='X',
+                        help="NMS IoU threshold (default: the training run's eval.nms_thresh "
+                             "from model.json, else 0.45)")
+    parser.add_argument('--iou-thresh', type=float, default=None, metavar='X',
+                        help="IoU of a match (default: the run's eval.iou_thresh, else 0.5)")
+    parser.add_argument('--set', action='append', default=[], metavar='data.KEY=VALUE',
+                        help='override a data key, e.g. data.format=coco; repeatable')
+    return parser
+
+
+def main(argv=None, prog=None):
+    args = build_parser(prog).parse_args(argv)
+
+    def run():
+        from ..engine.hooks import setup_logging
+        from ..evaluation.run import evaluate_params
+        setup_logging()
+        _, table = evaluate_params(args.params, args.data_root, args.split, args.ctx,
+                                   args.batch_size, args.out, args.num_workers,
+                                   nms_thresh=args.nms_thresh, iou_thresh=args.iou_thresh,
+                                   overrides=args.set)
+        print(table)
+    return run_tool(run)
