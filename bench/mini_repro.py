@@ -7,9 +7,13 @@ again after an interruption and it continues where it stopped.
     python bench/mini_repro.py --data-root ../shared/data/raccoon --out runs/mini_raccoon
     python bench/mini_repro.py --set distill.gan.n_critic=5 --out runs/mini_ncritic5
 
-Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only, gan (bn
-critic, width 64), gan_w512 (bn, width 512), gan_plain (clipped critic without BatchNorm, width
-64), gan_spectral (spectral normalisation, adversarial weight 0.01, width 64).
+Arms (gluon_distill/mini.py, every setting explicit there): baseline, head_only, mimic, fgfi,
+gan (the default critics: dcgan, base width 64, teacher and student maps normalised together,
+the adversarial term by its own Adam), gan_bn (the former bn critic, width 64, separate
+batches, one shared optimizer), gan_w512 (bn, width 512), gan_plain (clipped critic without
+BatchNorm, width 64), gan_spectral (spectral normalisation, adversarial weight 0.01, width 64).
+The report pairs every distillation arm with head_only by seed (mean, 95% interval, the logged
+gradient share) and plots the differences in OUT/paired.png.
 
 Cosine attention (our reading, gluon_distill/distill/cosine.py): cosine, gan_cosine (the gan
 arm plus the cosine term; also paired with gan), rcnn_cosine, rcnn_gan_cosine, e.g.
@@ -18,7 +22,7 @@ arm plus the cosine term; also paired with gan), rcnn_cosine, rcnn_gan_cosine, e
         --epochs 40 --teacher-epochs 50
 
 Faster R-CNN arms (their own teacher, rcnn_teacher/): rcnn_baseline, rcnn_head_only,
-rcnn_mimic, rcnn_fgfi, rcnn_gan; e.g. two processes at once, the second after the teacher:
+rcnn_mimic, rcnn_fgfi, rcnn_gan (the gan arm's critics), rcnn_gan_bn (gan_bn's); e.g. two processes at once, the second after the teacher:
 
     python bench/mini_repro.py --out runs/mini_rcnn --arms rcnn_baseline rcnn_gan --seeds 0 1 2 \
         --epochs 24 --teacher-epochs 24
