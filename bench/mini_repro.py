@@ -28,6 +28,12 @@ rcnn_mimic, rcnn_fgfi, rcnn_gan (the gan arm's critics), rcnn_gan_bn (gan_bn's);
         --epochs 24 --teacher-epochs 24
     python bench/mini_repro.py --out runs/mini_rcnn --arms rcnn_mimic rcnn_fgfi --seeds 0 1 2 \
         --epochs 24 --teacher-epochs 24
+
+YOLOv3 arms (beyond the paper; their own teacher, yolo_teacher/; docs/yolo3.md):
+yolo_baseline, yolo_head_only, yolo_gan (the gan arm's critics), multi-scale 96/128/160 px:
+
+    python bench/mini_repro.py --out runs/mini_yolo --arms yolo_baseline yolo_head_only yolo_gan \
+        --seeds 0 1 2 --epochs 60 --teacher-epochs 100
 """
 import argparse
 import os

@@ -19,6 +19,13 @@ import sys
 
 
 def known_errors():
+    try:
+        return _package_errors()
+    except ImportError:   # the runtime alone (detect --model), without the training stack:
+        return (ValueError, FileNotFoundError)   # its errors are ValueErrors
+
+
+def _package_errors():
     from .config import ConfigError
     from .data.report import DatasetError
     from .engine.checkpoint import CheckpointError

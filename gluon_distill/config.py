@@ -41,7 +41,7 @@ CHOICES = {
     'data.format': ('voc', 'coco'),
     'eval.metric': ('auto', 'voc07', 'coco'),
     'train.optimizer': ('sgd', 'adam'),
-    'model.family': ('ssd', 'faster_rcnn'),
+    'model.family': ('ssd', 'faster_rcnn', 'yolo3'),
     'model.roi_mode': ('align', 'pool'),
     'distill.adapter': ('conv1x1',),
     'distill.gan.critic': ('dcgan', 'bn', 'plain', 'spectral'),
@@ -166,6 +166,10 @@ class ModelConfig:
     rpn_test_post_nms: int = 0
     rcnn_num_sample: int = 0
     rcnn_max_num_gt: int = 0
+    # family yolo3 (gluon_distill.families.yolo3): the square training sizes, one drawn every
+    # random_shape_interval batches (GluonCV's train_yolo3.py: 320..608; empty: data_shape only)
+    random_shapes: List[int] = field(default_factory=list)
+    random_shape_interval: int = 10
 
 
 @dataclass
@@ -309,6 +313,12 @@ class TrainConfig:
     divergence_stop: bool = True
     hybridize: bool = True
     progress: bool = True
+    # family yolo3: GluonCV's train_yolo3.py options (--mixup, --no-mixup-epochs,
+    # --label-smooth, --no-wd)
+    mixup: bool = False
+    no_mixup_epochs: int = 20
+    label_smooth: bool = False
+    no_wd: bool = False
 
 
 @dataclass
@@ -387,9 +397,10 @@ KEY_HELP = {
     'data.synthetic.min_size': 'smallest generated image side, pixels',
     'data.synthetic.max_size': 'largest generated image side, pixels',
     'data.synthetic.seed': 'seed of the generated images',
-    'model.family': 'detector family: ssd or faster_rcnn',
+    'model.family': 'detector family: ssd, faster_rcnn or yolo3',
     'model.network': 'base network (resnet50_v1, mobilenet1.0, ...), a zoo name, or tiny',
-    'model.data_shape': 'input size: an SSD\'s square side; a Faster R-CNN\'s short side',
+    'model.data_shape': 'input size: an SSD\'s square side; a Faster R-CNN\'s short side; a '
+                        'YOLOv3\'s square validation side',
     'model.pretrained_base': 'start the backbone from GluonCV\'s ImageNet weights, downloaded',
     'model.params': 'start from this local .params file',
     'model.width': 'tiny network: channel unit',
@@ -404,6 +415,9 @@ KEY_HELP = {
     'model.rpn_test_post_nms': 'Faster R-CNN: RPN proposals after NMS at test (0: preset)',
     'model.rcnn_num_sample': 'Faster R-CNN: RoIs sampled per image for the head (0: preset)',
     'model.rcnn_max_num_gt': 'Faster R-CNN: most ground-truth boxes per image (0: preset)',
+    'model.random_shapes': 'YOLOv3: square training sizes, multiples of 32 (empty: '
+                           'data_shape only, GluonCV\'s --no-random-shape)',
+    'model.random_shape_interval': 'YOLOv3: batches between two draws of the training size',
     'teacher.network': 'teacher network (empty: no teacher, or read from its model.json)',
     'teacher.params': 'teacher weights (a model.json beside them describes the network)',
     'teacher.pretrained': 'the teacher is GluonCV\'s published VOC detector, downloaded',
@@ -461,6 +475,11 @@ KEY_HELP = {
     'train.divergence_stop': 'stop a run whose losses explode (docs/training.md)',
     'train.hybridize': 'hybridize the network and the training step (faster)',
     'train.progress': 'progress bars on a terminal',
+    'train.mixup': 'YOLOv3: mixup of image pairs (GluonCV\'s MixupDetection, ratio ~ '
+                   'Beta(1.5, 1.5))',
+    'train.no_mixup_epochs': 'YOLOv3: the last this many epochs train without mixup',
+    'train.label_smooth': 'YOLOv3: label smoothing of the class targets',
+    'train.no_wd': 'YOLOv3: no weight decay on biases and BatchNorm beta/gamma',
     'eval.metric': 'validation metric: auto (coco on COCO data, else voc07), voc07 or coco',
     'eval.iou_thresh': 'IoU of a match (VOC07 mAP)',
     'eval.nms_thresh': 'NMS IoU threshold of the detector\'s output',

@@ -2,8 +2,9 @@
 
 Images are decoded by :func:`gluon_distill.data.images.read_image` (stored pixels, EXIF
 orientation ignored), as in training and evaluation. A folder argument means the image files
-in it; an input that is missing or not a decodable image is reported and skipped, the others
-are processed.
+in it (a note names its subfolders, not searched), or with ``recursive`` the image files at any
+depth below it, drawn into the same subfolders of the output folder; an input that is missing
+or not a decodable image is reported and skipped, the others are processed.
 
 Detections come from the model family's own prediction path, the one ``tools/eval.py`` scores
 (:meth:`~gluon_distill.families.base.DetectorFamily.predictions`: an SSD's square input, a
@@ -24,11 +25,13 @@ import numpy as np
 
 import mxnet as mx
 
-from .data.images import ImageReadError, is_image_file, read_image
+from .data.images import ImageReadError, read_image
 from .io_utils import ensure_writable_dir
-
-#: longest side (px) of a drawing by default; larger images are drawn on a scaled-down copy
-DRAW_MAX_SIDE = 2048
+# the folder rules, output names, drawing bound and printed lines are the runtime's, so that
+# detect --params and detect --model (an export folder) treat inputs alike
+from .runtime.images import (DRAW_MAX_SIDE, NAMED_SUBFOLDERS, bounded_copy,  # noqa: F401
+                             expand_inputs, find_images, output_names)
+from .runtime.report import format_detections, skipped  # noqa: F401
 
 
 def preprocess(image, data_shape, mean, std):
@@ -116,20 +119,6 @@ def predict_files(net, spec, paths, ctx=None, settings=None, keep=None):
         break
 
 
-def bounded_copy(image, max_side=DRAW_MAX_SIDE):
-    """``(image, (sx, sy))``: ``image`` scaled down (area interpolation) so that its longer
-    side is at most ``max_side`` px, and the factors along x and y; the image itself and
-    ``(1.0, 1.0)`` when it fits or ``max_side`` is 0."""
-    h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
-        return image, (1.0, 1.0)
-    import cv2
-    scale = float(max_side) / max(h, w)
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return small, (size[0] / float(w), size[1] / float(h))
-
-
 def draw(image, boxes, labels, scores, classes, out_path, thresh=0.5):
     """Boxes drawn on ``image`` with GluonCV's ``plot_bbox``, saved to ``out_path``."""
     import matplotlib
@@ -146,70 +135,38 @@ def draw(image, boxes, labels, scores, classes, out_path, thresh=0.5):
     return out_path
 
 
-def expand_inputs(inputs):
-    """``(paths, notes)``: each folder of ``inputs`` replaced by its image files (sorted, by
-    extension, not recursive); ``notes`` says what a folder held besides images."""
-    paths, notes = [], []
-    for item in inputs:
-        item = os.fspath(item)
-        if not os.path.isdir(item):
-            paths.append(item)
-            continue
-        names = sorted(os.listdir(item))
-        files = [n for n in names if os.path.isfile(os.path.join(item, n))]
-        images = [n for n in files if is_image_file(n)]
-        if not images:
-            notes.append('{}: no image files (.jpg, .jpeg, .png, .bmp) in this folder'.format(
-                item))
-        elif len(images) < len(files):
-            notes.append('{}: {} image files, {} other files ignored'.format(
-                item, len(images), len(files) - len(images)))
-        paths += [os.path.join(item, n) for n in images]
-    return paths, notes
-
-
-def output_names(paths):
-    """A distinct ``.png`` name per input: its stem, or ``stem_ext`` when another input has
-    the same stem, and a ``-N`` suffix when even that is taken (same name, other folder)."""
-    stems = [os.path.splitext(os.path.basename(p)) for p in paths]
-    count = {}
-    for stem, _ in stems:
-        count[stem] = count.get(stem, 0) + 1
-    names, used = [], set()
-    for stem, ext in stems:
-        base = stem if count[stem] == 1 else '{}_{}'.format(stem, ext.lstrip('.') or 'noext')
-        name, n = base, 1
-        while name in used:
-            n += 1
-            name = '{}-{}'.format(base, n)
-        used.add(name)
-        names.append(name + '.png')
-    return names
-
-
 def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None,
-                  draw_max_side=DRAW_MAX_SIDE):
-    """Run the detector saved at ``params`` on ``images`` (files or folders of images); write
-    ``OUT/<name>.png`` per image, drawn on a copy at most ``draw_max_side`` px on its longer
-    side (0: full size). ``out_dir`` is checked writable before anything is loaded.
+                  draw_max_side=DRAW_MAX_SIDE, recursive=False, progress=True):
+    """Run the detector saved at ``params`` on ``images`` (files or folders of images; with
+    ``recursive``, a folder's subfolders too); write ``OUT/<name>.png`` per image (an image
+    a recursive search found in the folder's ``a/`` goes to ``OUT/a/<name>.png``), drawn on
+    a copy at most ``draw_max_side`` px on its longer side (0: full size). ``out_dir`` is
+    checked writable before anything is loaded. ``progress``: a bar over the images on a
+    terminal (:func:`gluon_distill.progress.progress_bar`).
 
     Returns ``[(image, out_path or None, detections or error message), ...]``: detections as
     ``[(class, score, (x1, y1, x2, y2)), ...]`` (original pixels) for processed images, a
     one-line reason (str) for skipped inputs; plus ``(None, None, note)`` entries: first
-    those describing folders, and before an image drawn scaled down, one saying so.
+    those describing folders (without ``recursive``, the subfolders not searched), and before
+    an image drawn scaled down, one saying so.
     """
     ensure_writable_dir(out_dir, 'output folder')
     if draw_max_side is not None and draw_max_side < 0:
         raise ValueError('draw_max_side: expected a side in pixels (0: full size), got '
                          '{}'.format(draw_max_side))
-    paths, notes = expand_inputs(images)
+    files, notes = find_images(images, recursive)
+    paths = [path for path, _ in files]
+    names = output_names(paths, [sub for _, sub in files])
     from .models.io import load_detector
+    from .progress import progress_bar
     net, spec = load_detector(params, ctx)
     net.hybridize(static_alloc=True)
     results = [(None, None, note) for note in notes]
     predictions = predict_files(net, spec, paths, ctx, keep=lambda image: (
         bounded_copy(image, draw_max_side), image.shape[:2]))
-    for (path, kept, boxes, labels, scores), name in zip(predictions, output_names(paths)):
+    bar = progress_bar(zip(predictions, names), progress, total=len(paths), desc='detect',
+                       unit='img', leave=False, dynamic_ncols=True)
+    for (path, kept, boxes, labels, scores), name in bar:
         if kept is None:
             results.append((path, None, 'skipped: {}'.format(boxes)))
             continue
@@ -222,30 +179,12 @@ def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None,
                                         'the original pixels'.format(
                                             path, picture.shape[1], picture.shape[0], w, h,
                                             draw_max_side)))
+        out_path = os.path.join(out_dir, name)
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
         out = draw(picture, boxes * np.array(scale * 2, np.float32), labels, scores,
-                   spec['classes'], os.path.join(out_dir, name), thresh)
+                   spec['classes'], out_path, thresh)
         dets = [(spec['classes'][c], float(s), tuple(float(v) for v in b))
                 for b, c, s in zip(boxes, labels, scores)]
         results.append((path, out, dets))
+    bar.close()
     return results
-
-
-def skipped(results):
-    """The inputs of a :func:`detect_images` result that were skipped."""
-    return [path for path, _, dets in results if path is not None and isinstance(dets, str)]
-
-
-def format_detections(results):
-    lines = []
-    for path, out, dets in results:
-        if path is None:
-            lines.append(dets)
-        elif isinstance(dets, str):
-            lines.append('{}: {}'.format(path, dets))
-        else:
-            lines.append('{}: {} detection{} -> {}'.format(
-                path, len(dets), '' if len(dets) == 1 else 's', out))
-            for cls, score, box in dets:
-                lines.append('  {:<16} {:.3f}  {:.1f} {:.1f} {:.1f} {:.1f}'.format(
-                    cls, score, *box))
-    return '\n'.join(lines)

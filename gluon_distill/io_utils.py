@@ -76,14 +76,10 @@ def _is_mxnet_error(error):
     return base is not None and isinstance(error, base.MXNetError)
 
 
-def atomic_write(path, write_fn, previous=None):
-    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``.
-
-    With ``previous``, the file ``path`` held so far is renamed to ``previous`` first (only once
-    the new content is safely on disk). A failed write raises :class:`WriteError` (other
-    exceptions, e.g. KeyboardInterrupt, propagate) and leaves ``path`` (and ``previous``) as
-    they were, with no temporary file behind.
-    """
+def _write_temp(path, write_fn):
+    """``write_fn(tmp)`` into a new temporary file beside ``path``, synced, with the mode a
+    new file gets; returns its path. A failure removes it and raises :class:`WriteError`
+    naming ``path`` (other exceptions, e.g. KeyboardInterrupt, propagate)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -98,25 +94,91 @@ def atomic_write(path, write_fn, previous=None):
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())  # mkstemp creates 0600 files
-        if previous is not None and os.path.exists(path):
-            os.replace(path, previous)
-        os.replace(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         if isinstance(e, WriteError):
             raise
         if isinstance(e, OSError) or _is_mxnet_error(e):
             raise write_error(path, e) from None
         raise
+    return tmp
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _commit(path, tmp, previous=None):
+    """Rename ``tmp`` onto ``path`` (the file ``path`` held first renamed to ``previous``,
+    when given). Renames within a folder need no free space."""
+    try:
+        if previous is not None and os.path.exists(path):
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            _remove_quietly(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
+
+
+def atomic_write(path, write_fn, previous=None):
+    """Call ``write_fn(tmp_path)`` then rename the temporary file onto ``path``.
+
+    With ``previous``, the file ``path`` held so far is renamed to ``previous`` first (only once
+    the new content is safely on disk). A failed write raises :class:`WriteError` (other
+    exceptions, e.g. KeyboardInterrupt, propagate) and leaves ``path`` (and ``previous``) as
+    they were, with no temporary file behind.
+    """
+    _commit(path, _write_temp(path, write_fn), previous)
+
+
+def atomic_write_all(writes):
+    """Write several files as one: all of them, or (when one fails) none.
+
+    ``writes``: ``(path, write_fn)`` or ``(path, write_fn, previous)`` entries, as
+    :func:`atomic_write` takes them. Every file is first written to a temporary file beside
+    it, in the order given; only when all of them are on disk are they renamed into place
+    (renames need no free space, so a full disk cannot stop them half-way): the others in
+    the order given, the first one last, so that the first file's new content means every
+    other file was written too. A write that fails raises :class:`WriteError` naming its file,
+    removes every temporary file, and leaves every ``path`` and ``previous`` as it was.
+    """
+    staged = []
+    try:
+        for entry in writes:
+            path, write_fn = entry[0], entry[1]
+            staged.append((path, _write_temp(path, write_fn),
+                           entry[2] if len(entry) > 2 else None))
+    except BaseException:
+        for _, tmp, _ in staged:
+            _remove_quietly(tmp)
+        raise
+    order = staged[1:] + staged[:1]
+    for i, (path, tmp, previous) in enumerate(order):
+        try:
+            _commit(path, tmp, previous)
+        except BaseException:
+            for _, later, _ in order[i + 1:]:
+                _remove_quietly(later)
+            raise
+
+
+def text_writer(text):
+    """A ``write_fn`` for :func:`atomic_write` / :func:`atomic_write_all` writing ``text``."""
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    return write
 
 
 def atomic_write_text(path, text):
     """Write the string ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)
+    atomic_write(path, text_writer(text))
 
 
 def atomic_write_json(path, value, **kwargs):

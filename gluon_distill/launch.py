@@ -3,6 +3,7 @@
 ::
 
     python -m gluon_distill.launch -n 2 -- python tools/train_ssd.py --kvstore dist_sync ...
+    python -m gluon_distill.launch -n 2 -- tools/train_ssd.py ...   # a .py: run by --python
     python -m gluon_distill.launch -n 4 -s 2 --hosts hosts.txt -- /venv/bin/python tools/...
 
 Without ``--hosts`` every process runs on this machine over loopback (127.0.0.1). With
@@ -155,12 +156,34 @@ def plan(num_workers, num_servers, hosts=None, scheduler_host=LOOPBACK, port=DEF
 NODE_PROGRAM = 'import gluon_distill, mxnet'
 
 
+def with_interpreter(command, python=sys.executable):
+    """``command`` as a process runs it: a command that is a ``.py`` file
+    (``tools/train_ssd.py ...``) is run by ``python`` (a script need not be executable, nor its
+    ``#!`` line name this environment's Python); any other command as it is."""
+    command = list(command)
+    if command and command[0].lower().endswith('.py'):
+        return [python] + command
+    return command
+
+
 def node_command(node, command, python=sys.executable):
-    """The argv a node runs: the user's ``command`` for workers, ``python -c "import
-    gluon_distill, mxnet"`` for the scheduler and servers."""
+    """The argv a node runs: the user's ``command`` for workers (a ``.py`` file run by
+    ``python``: :func:`with_interpreter`), ``python -c "import gluon_distill, mxnet"`` for the
+    scheduler and servers."""
     if node.role == 'worker':
-        return list(command)
+        return with_interpreter(command, python)
     return [python, '-c', NODE_PROGRAM]
+
+
+def check_script(command, cwd=None):
+    """Raise :class:`LaunchError` when ``command`` is a ``.py`` file that does not exist (in
+    ``cwd``), before any process is started."""
+    if command and command[0].lower().endswith('.py'):
+        path = os.path.join(cwd or os.getcwd(), command[0])
+        if not os.path.isfile(path):
+            raise LaunchError('cannot run {}: no such file{}'.format(
+                command[0], '' if os.path.isabs(command[0]) else
+                ' in {}'.format(cwd or os.getcwd())))
 
 
 def ssh_command(node, argv, cwd, ssh='ssh'):
@@ -321,10 +344,11 @@ def horovod_job(num_workers, command, hosts=None, python=sys.executable, cwd=Non
     """``(argv, environment)`` of a Horovod (gloo) job running ``command`` on every rank.
 
     The command reaches the ranks through the environment and :mod:`gluon_distill.horovod_exec`
-    (see there why not as arguments)."""
+    (see there why not as arguments); a ``.py`` command is run by ``python``
+    (:func:`with_interpreter`)."""
     environment = dict(os.environ if env is None else env)
     environment.pop('PORT', None)
-    environment['GLUON_DISTILL_COMMAND'] = json.dumps(list(command))
+    environment['GLUON_DISTILL_COMMAND'] = json.dumps(with_interpreter(command, python))
     environment['GLUON_DISTILL_CWD'] = cwd or os.getcwd()
     runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'horovod_exec.py')
     argv = [horovodrun, '--gloo', '-np', str(num_workers), '-H',
@@ -398,8 +422,9 @@ def build_parser():
                    help='an extra environment variable for every process (repeatable); with '
                         '--hosts this is how variables reach the remote processes')
     p.add_argument('--python', default=sys.executable,
-                   help='the Python that runs the scheduler and servers (default: this one; '
-                        'with --hosts it must exist at that path on every host)')
+                   help='the Python that runs the scheduler and servers, and a COMMAND that is '
+                        'a .py file (default: this one; with --hosts it must exist at that '
+                        'path on every host)')
     p.add_argument('--ssh', default='ssh', help='ssh command (default: %(default)s)')
     p.add_argument('--horovod', action='store_true',
                    help='run COMMAND on -n ranks with horovodrun (gloo) instead of a KVStore '
@@ -422,8 +447,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         hosts = read_hosts(args.hosts) if args.hosts else None
+        if not hosts:  # on other hosts the file is looked for there
+            check_script(args.command)
         if args.horovod:
             argv, environment = horovod_job(args.num_workers, args.command, hosts,
+                                             python=args.python,
                                              env=dict(os.environ, **_parse_env(args.env)))
             print('launch: {}'.format(' '.join(argv[:6])), file=sys.stderr, flush=True)
             return run_horovod(argv, environment,

@@ -23,6 +23,11 @@ teacher in ``rcnn_teacher/``): ``rcnn_baseline`` (no teacher), ``rcnn_head_only`
 (the ``gan_bn`` arm's), ``rcnn_cosine`` and ``rcnn_gan_cosine`` (the ``cosine`` and
 ``gan_cosine`` arms') on the C4 map.
 
+YOLOv3 arms (:data:`YOLO_BASE`, :data:`YOLO_NETWORKS`, :data:`YOLO_ARMS`; their own teacher
+in ``yolo_teacher/``, beyond the paper): ``yolo_baseline`` (no teacher), ``yolo_head_only``
+(adapters + the teacher's head, YOLO loss only) and ``yolo_gan`` (the ``gan`` arm's critics) on
+the three backbone maps, trained multi-scale (96/128/160 px) as GluonCV trains YOLOv3.
+
 Each (arm, seed) run writes its own folder and ``summary.json``: a cut-off run is resumed from
 its last checkpoint, a finished one is skipped, a run stopped by the divergence stop is
 recorded as such (its folder keeps the last good epoch). ``results.json`` and ``results.md``
@@ -125,9 +130,46 @@ RCNN_ARMS = {
 }
 ARMS.update(RCNN_ARMS)
 
+# YOLOv3 (the third family, beyond the paper) on the generated shapes: arms named ``yolo_*``,
+# their own teacher (``yolo_teacher``), every setting written out here as for the other arms.
+# The tiny YOLOv3: three stages of Darknet cells to 2/4/8 x model.width channels at stride
+# 8/16/32, GluonCV's anchors scaled from 416 to 128 px (models/yolo3.py), GluonCV's
+# detection blocks and loss; trained on sizes 96/128/160 px (one drawn every 10 batches, as
+# GluonCV's 320..608), validated at 128 px with GluonCV's NMS 0.45.
+YOLO_BASE = {
+    'data.train_split': 'train', 'data.val_split': 'val', 'data.val_fraction': 0.2,
+    'data.split_seed': 0,
+    'data.synthetic.num_train': 400, 'data.synthetic.num_val': 100,
+    'model.family': 'yolo3', 'model.network': 'tiny', 'model.data_shape': 128,
+    'model.random_shapes': [96, 128, 160], 'model.random_shape_interval': 10,
+    'model.pretrained_base': False,
+    'train.batch_size': 16, 'train.optimizer': 'adam', 'train.lr': 0.002, 'train.ctx': 'cpu',
+    'train.mixup': False, 'train.label_smooth': False, 'train.no_wd': False,
+    'train.log_interval': 10, 'train.progress': False,
+    'eval.nms_thresh': 0.45, 'eval.nms_topk': 400, 'eval.post_nms': 100,
+}
+# the student has half the teacher's width and depth: its maps (16/32/64 channels) meet the
+# teacher's (32/64/128) through 1x1 adapters into the teacher's head, the SSD arms' set-up
+YOLO_NETWORKS = {'teacher': {'model.width': 16, 'model.blocks': 2},
+                 'student': {'model.width': 8, 'model.blocks': 1}}
+YOLO_ARMS = {
+    'yolo_baseline': {},
+    'yolo_head_only': {'distill.method': 'head_only'},
+    'yolo_gan': ARMS['gan'],
+}
+ARMS.update(YOLO_ARMS)
+# per family: the arm-name prefix, the base settings, the networks, the teacher's folder
+FAMILY_SETUP = {
+    'ssd': ('', BASE, NETWORKS, 'teacher'),
+    'faster_rcnn': ('rcnn_', RCNN_BASE, RCNN_NETWORKS, 'rcnn_teacher'),
+    'yolo3': ('yolo_', YOLO_BASE, YOLO_NETWORKS, 'yolo_teacher'),
+}
+
 
 def _family(arm):
-    return 'faster_rcnn' if arm.startswith('rcnn_') else 'ssd'
+    if arm.startswith('rcnn_'):
+        return 'faster_rcnn'
+    return 'yolo3' if arm.startswith('yolo_') else 'ssd'
 
 
 def _config(values):
@@ -143,16 +185,15 @@ def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides
     """The config of one (arm, seed) run."""
     if arm not in ARMS:
         raise ValueError('unknown arm {!r}: expected one of {}'.format(arm, ', '.join(ARMS)))
-    rcnn = _family(arm) == 'faster_rcnn'
-    values = dict(RCNN_BASE, **RCNN_NETWORKS['student']) if rcnn else \
-        dict(BASE, **NETWORKS['student'])
+    prefix, base, networks, _ = FAMILY_SETUP[_family(arm)]
+    values = dict(base, **networks['student'])
     values.update(_data(data_root))
     values.update({
         'data.num_workers': workers,
         'train.out': os.path.join(out_root, '{}_seed{}'.format(arm, seed)),
         'train.seed': seed, 'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
         'experiment.name': 'mini_{}_seed{}'.format(arm, seed)})
-    if arm not in ('baseline', 'rcnn_baseline'):
+    if arm != prefix + 'baseline':
         values.update({'teacher.params': teacher_params, 'distill.fold_adapters': False,
                        'distill.init_head_from_teacher': True})
     values.update(ARMS[arm])
@@ -163,11 +204,10 @@ def arm_config(arm, seed, out_root, epochs, teacher_params, workers=1, overrides
 
 
 def teacher_config(out_root, epochs, workers=1, data_root='synthetic', family='ssd'):
-    """The teacher of the SSD arms (``teacher/``) or of the Faster R-CNN arms
-    (``rcnn_teacher/``)."""
-    name = 'rcnn_teacher' if family == 'faster_rcnn' else 'teacher'
-    values = dict(RCNN_BASE, **RCNN_NETWORKS['teacher']) if family == 'faster_rcnn' else \
-        dict(BASE, **NETWORKS['teacher'])
+    """The teacher of the SSD arms (``teacher/``), of the Faster R-CNN arms
+    (``rcnn_teacher/``) or of the YOLOv3 arms (``yolo_teacher/``)."""
+    _, base, networks, name = FAMILY_SETUP[family]
+    values = dict(base, **networks['teacher'])
     values.update(_data(data_root))
     values.update({'data.num_workers': workers, 'train.out': os.path.join(out_root, name),
                    'train.epochs': epochs, 'train.lr_steps': [int(epochs * 0.8)],
@@ -263,7 +303,7 @@ def paired_differences(runs, reference_runs):
 def _reference_arm(arm):
     """The arm an arm is paired with: a distillation arm with the head-only student of its
     family, the head-only student with the no-teacher one."""
-    prefix = 'rcnn_' if arm.startswith('rcnn_') else ''
+    prefix = FAMILY_SETUP[_family(arm)][0]
     if arm == prefix + 'baseline':
         return None
     return prefix + ('baseline' if arm == prefix + 'head_only' else 'head_only')
@@ -289,18 +329,19 @@ def run_mini_reproduction(out_root='runs/mini', seeds=(0, 1, 2), epochs=60, teac
     logger = setup_logging()
     out_root = os.path.abspath(out_root)
     teachers, teacher_params = {}, {}
-    for family in sorted({_family(arm) for arm in arms}, reverse=True):  # ssd first
+    needed = {_family(arm) for arm in arms}
+    for family in [f for f in FAMILY_SETUP if f in needed]:  # ssd first
         cfg = teacher_config(out_root, teacher_epochs, workers, data_root, family)
         teachers[family] = _run(cfg, train_detector, logger)
         teacher_params[family] = os.path.join(cfg.train.out, 'best.params')
-    teacher = teachers.get('ssd') or teachers['faster_rcnn']
+    teacher = teachers.get('ssd') or teachers.get('faster_rcnn') or teachers['yolo3']
     rows = {arm: [] for arm in arms}
     for seed in seeds:
         for arm in arms:
             cfg = arm_config(arm, seed, out_root, epochs, teacher_params[_family(arm)], workers,
                              overrides, data_root)
-            train = train_detector if arm in ('baseline', 'rcnn_baseline') else \
-                train_distilled
+            train = train_detector if arm == FAMILY_SETUP[_family(arm)][0] + 'baseline' \
+                else train_distilled
             summary = _run(cfg, train, logger)
             rows[arm].append({'seed': seed, 'final_mAP': _final_map(cfg.train.out),
                               'best_mAP': summary['best_mAP'],
@@ -315,6 +356,8 @@ def write_results(out_root, teacher, rows, epochs, teachers=None):
     results = {'teacher_best_mAP': teacher['best_mAP'], 'epochs': epochs, 'arms': {}}
     if teachers and 'faster_rcnn' in teachers:
         results['rcnn_teacher_best_mAP'] = teachers['faster_rcnn']['best_mAP']
+    if teachers and 'yolo3' in teachers:
+        results['yolo_teacher_best_mAP'] = teachers['yolo3']['best_mAP']
     lines = ['| arm | seeds | final mAP (mean ± std) | best mAP (mean ± std) | final, per seed |',
              '|---|---:|---:|---:|---|']
     for arm, runs in rows.items():
@@ -351,12 +394,22 @@ def write_results(out_root, teacher, rows, epochs, teachers=None):
     if teachers and set(teachers) == {'faster_rcnn'}:
         lines.append('\nFaster R-CNN teacher best mAP: {:.4f}; students trained {} '
                      'epochs'.format(teacher['best_mAP'], epochs))
+    elif teachers and set(teachers) == {'yolo3'}:
+        lines.append('\nYOLOv3 teacher best mAP: {:.4f}; students trained {} '
+                     'epochs'.format(teacher['best_mAP'], epochs))
+    elif teachers and 'yolo3' in teachers and 'ssd' not in teachers:
+        lines.append('\nFaster R-CNN teacher best mAP: {:.4f}; students trained {} '
+                     'epochs'.format(teacher['best_mAP'], epochs))
+        lines.append('YOLOv3 teacher best mAP: {:.4f}'.format(teachers['yolo3']['best_mAP']))
     else:
         lines.append('\nteacher best mAP: {:.4f}; students trained {} epochs'.format(
             teacher['best_mAP'], epochs))
         if teachers and 'faster_rcnn' in teachers:
             lines.append('Faster R-CNN teacher best mAP: {:.4f}'.format(
                 teachers['faster_rcnn']['best_mAP']))
+        if teachers and 'yolo3' in teachers:
+            lines.append('YOLOv3 teacher best mAP: {:.4f}'.format(
+                teachers['yolo3']['best_mAP']))
     atomic_write_json(os.path.join(out_root, 'results.json'), results)
     atomic_write_text(os.path.join(out_root, 'results.md'), '\n'.join(lines) + '\n')
     if pairs:

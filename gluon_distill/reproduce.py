@@ -213,7 +213,7 @@ def _evaluate(run, ctx):
     if not os.path.exists(params):
         return None
     result, _ = evaluate_params(params, run.cfg.data.root, run.cfg.data.val_split,
-                                ctx or 'cpu', progress=False,
+                                ctx or 'cpu', progress=True,  # on a terminal only
                                 nms_thresh=run.cfg.eval.nms_thresh)
     value = result['mAP'] if 'mAP' in result else result['AP']  # COCO data: AP@[.5:.95]
     atomic_write_json(cache, {'mAP': value, 'metric': 'mAP' if 'mAP' in result else 'AP',

@@ -10,7 +10,6 @@ import logging
 import os
 import random
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -125,8 +124,9 @@ def prepare_run(cfg, argv=None):
                         'this is rank 0, the one that writes %s', workers,
                         'horovod' if t.horovod else t.kvstore, t.batch_size // workers,
                         len(ctx), out)
-        # progress bars only on a terminal: a redirected log gets the summary lines alone
-        data = build_datasets(cfg.data, logger, progress=t.progress and sys.stderr.isatty())
+        # progress bars only on a terminal (gluon_distill.progress): a redirected log gets
+        # the summary lines alone
+        data = build_datasets(cfg.data, logger, progress=t.progress)
         logger.info('classes (%d): %s; %d training and %d validation images', len(data.classes),
                     ', '.join(data.classes), len(data.train), len(data.val))
         if t.resume:

@@ -151,3 +151,40 @@ def test_deploy_json_interrupted(tmp_path, ctrl_c_before_rename):
         export_detector(str(model / 'net.params'), str(out), ['mxnet'], verify=False)
     assert (out / 'deploy.json').read_text() == 'old'
     assert not [n for n in os.listdir(str(out)) if n.endswith('.tmp')]
+
+
+def test_files_written_as_one_are_all_written_or_none(tmp_path, monkeypatch):
+    """:func:`gluon_distill.io_utils.atomic_write_all` (an epoch's last.ckpt, last.params,
+    best.params, best.json): a write that fails after others succeeded leaves every file as it
+    was; otherwise all are renamed, the first one last."""
+    from gluon_distill.io_utils import atomic_write_all, text_writer
+    for name in ('last.ckpt', 'last.params'):
+        (tmp_path / name).write_text('old ' + name)
+
+    def full(tmp):
+        with open(tmp, 'w') as f:
+            f.write('half')
+        raise OSError(28, 'No space left on device')
+    with pytest.raises(WriteError, match='cannot write .*last.params: No space left'):
+        atomic_write_all([(str(tmp_path / 'last.ckpt'), text_writer('new'),
+                           str(tmp_path / 'prev.ckpt')),
+                          (str(tmp_path / 'last.params'), full)])
+    _only(tmp_path, 'last.ckpt', 'last.params')
+    assert (tmp_path / 'last.ckpt').read_text() == 'old last.ckpt'
+
+    renamed = []
+    original = io_utils.os.replace
+
+    def replace(src, dst):
+        renamed.append(os.path.basename(dst))
+        original(src, dst)
+    monkeypatch.setattr(io_utils.os, 'replace', replace)
+    atomic_write_all([(str(tmp_path / 'last.ckpt'), text_writer('new ckpt'),
+                       str(tmp_path / 'prev.ckpt')),
+                      (str(tmp_path / 'last.params'), text_writer('new params')),
+                      (str(tmp_path / 'best.json'), text_writer('{}'))])
+    monkeypatch.undo()
+    assert renamed == ['last.params', 'best.json', 'prev.ckpt', 'last.ckpt']
+    _only(tmp_path, 'last.ckpt', 'prev.ckpt', 'last.params', 'best.json')
+    assert (tmp_path / 'prev.ckpt').read_text() == 'old last.ckpt'
+    assert (tmp_path / 'last.ckpt').read_text() == 'new ckpt'

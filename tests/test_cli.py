@@ -17,6 +17,8 @@ from gluon_distill.config import Config, ConfigError, load_config
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
 TRAINING = ('train', 'distill', 'train-rcnn')
+# every command that trains (the YOLOv3 family's command too)
+TRAINING_COMMANDS = TRAINING + ('train-yolo3',)
 
 
 def _commands():
@@ -112,8 +114,8 @@ def test_one_name_per_concept_across_the_commands():
         assert '--data-root' in shown[name], name
     # --seed is the training seed (training commands only), --split-seed the split's
     for name, options in shown.items():
-        assert ('--seed' in options) == (name in TRAINING), name
-    for name in TRAINING + ('check',):
+        assert ('--seed' in options) == (name in TRAINING_COMMANDS), name
+    for name in TRAINING_COMMANDS + ('check',):
         assert '--split-seed' in shown[name] and '--val-fraction' in shown[name], name
     # --num-workers: data loader workers only; the launcher's processes have their own name
     from gluon_distill import demo, launch
@@ -186,10 +188,13 @@ def _defaults(name):
     if name == 'train-rcnn':
         from gluon_distill.commands.train_rcnn import recipe
         return recipe()
+    if name == 'train-yolo3':
+        from gluon_distill.commands.train_yolo3 import recipe
+        return recipe()
     return Config()
 
 
-@pytest.mark.parametrize('name', TRAINING)
+@pytest.mark.parametrize('name', TRAINING_COMMANDS)
 def test_training_help_shows_the_resolved_default_of_every_flag(name, capsys):
     code, out, _ = _call(name, ['--help'], capsys)
     assert code == 0
@@ -218,7 +223,7 @@ def test_help_after_a_config_shows_that_files_values(tmp_path, capsys):
     assert '(train.lr; default: 0.25)' in text and '(train.batch_size; default: 32)' in text
 
 
-@pytest.mark.parametrize('name', TRAINING)
+@pytest.mark.parametrize('name', TRAINING_COMMANDS)
 def test_print_config_prints_the_resolved_yaml_and_exits(name, tmp_path, capsys):
     path = tmp_path / 'exp.yaml'
     path.write_text('train:\n  epochs: 7\n  lr: 1e-2\nmodel:\n  network: tiny\n')
@@ -232,7 +237,8 @@ def test_print_config_prints_the_resolved_yaml_and_exits(name, tmp_path, capsys)
     assert printed['train']['lr'] == 0.5            # --set beats the file
     assert printed['train']['lr_steps'] == [2, 3]
     assert printed['model']['network'] == 'tiny'    # the file beats the defaults
-    assert printed['model']['family'] == ('faster_rcnn' if name == 'train-rcnn' else 'ssd')
+    assert printed['model']['family'] == {'train-rcnn': 'faster_rcnn',
+                                          'train-yolo3': 'yolo3'}.get(name, 'ssd')
     assert load_config(None, ['train.epochs=3']).to_dict().keys() == printed.keys()
     assert not out_dir.exists()
 

@@ -256,6 +256,49 @@ def test_taken_port_is_a_clear_error(tmp_path):
     assert job_processes(port) == []
 
 
+PY_COMMAND_SCRIPT = '''
+import os, sys
+import gluon_distill  # its NumPy aliases before MXNet (Python 3.12)
+from gluon_distill.engine import distributed as d
+
+kv = d.kvstore('dist_sync')
+rank, world = d.world()
+os.write(1, 'OK rank {} of {} run by {}\\n'.format(rank, world, sys.executable).encode())
+'''
+
+
+def test_a_py_command_without_interpreter_runs_with_the_launchers_python(tmp_path):
+    """``launch -n 2 -- tools/train_ssd.py ...``: a .py command (here not executable, as a
+    checkout's tools/*.py are not) is run by the launcher's Python, not refused with
+    'Permission denied'."""
+    script = write_script(tmp_path, 'job.py', PY_COMMAND_SCRIPT)
+    assert not os.access(str(script), os.X_OK)
+    port = free_port()
+    argv = [sys.executable, '-m', 'gluon_distill.launch', '-n', '2', '-s', '1', '--port',
+            str(port), '--', str(script)]
+    result = subprocess.run(argv, cwd=str(REPO), env=job_env(), capture_output=True,
+                            text=True, timeout=JOB_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(re.findall(r'OK rank \d of \d run by \S+', result.stdout)) == [
+        'OK rank {} of 2 run by {}'.format(r, sys.executable) for r in (0, 1)]
+    assert job_processes(port) == []
+
+
+def test_py_command_argv_and_a_missing_script(tmp_path, capsys, monkeypatch):
+    nodes = launch.plan(1, 1, port=9123)
+    assert launch.node_command(nodes[2], ['tools/t.py', '--lr', '1'], '/py') == \
+        ['/py', 'tools/t.py', '--lr', '1']
+    assert launch.node_command(nodes[2], ['/venv/bin/python', 't.py'], '/py') == \
+        ['/venv/bin/python', 't.py']
+    argv, env = launch.horovod_job(2, ['tools/train_ssd.py', '--horovod'], python='/py')
+    assert json.loads(env['GLUON_DISTILL_COMMAND']) == ['/py', 'tools/train_ssd.py',
+                                                        '--horovod']
+    monkeypatch.chdir(tmp_path)
+    assert launch.main(['-n', '2', '--port', '0', '--', 'tools/nope.py', '--x']) == 2
+    assert 'launch: error: cannot run tools/nope.py: no such file in {}'.format(
+        tmp_path) in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------ command and env
 
 def test_loopback_plan_environment():

@@ -21,7 +21,7 @@ def test_config_choices_are_the_families():
     assert set(config_module.CHOICES['model.family']) == set(FAMILIES)
     with pytest.raises(ConfigError, match=r"model.family.*ssd"):
         config_from({'model.family': 'yolo'})
-    with pytest.raises(ValueError, match=r"model.family: expected one of ssd, faster_rcnn, got 'yolo'"):
+    with pytest.raises(ValueError, match=r"model.family: expected one of ssd, faster_rcnn, yolo3, got 'yolo'"):
         get_family('yolo')
 
 

@@ -284,6 +284,62 @@ def test_full_disk_while_writing_a_checkpoint(small_disk, synthetic_root):
     assert_each_epoch_once(out, 3)
 
 
+def assert_weights_are_the_checkpoints(params, ckpt):
+    """``params`` (a detector's ``.params``) holds the weights of the checkpoint ``ckpt``."""
+    import mxnet as mx
+    from gluon_distill.engine.checkpoint import read_checkpoint
+    saved, held = mx.nd.load(str(params)), read_checkpoint(str(ckpt))[0]['net']
+    assert sorted(saved) == sorted(held)
+    for name in saved:
+        assert (saved[name].asnumpy() == held[name].asnumpy()).all(), name
+
+
+def test_full_disk_at_the_weights_keeps_one_epoch_in_every_file_and_logs_the_error(
+        small_disk, synthetic_root):
+    """A disk with room for epoch 1's checkpoint but not for its weights too: the run stops
+    with one line, which train.log holds as well, and last.ckpt and last.params (best.params
+    and best.json too) still hold one and the same epoch (before, last.ckpt held epoch 1 and
+    last.params epoch 0 until a --resume finished an epoch)."""
+    out = small_disk / 'run'
+    kept = small_disk.parent / 'epoch0'
+    wrapped = write_wrapper(small_disk.parent, '''
+        def after_epoch(self):
+            original(self)
+            if self.loop.epoch == 0:
+                import shutil
+                shutil.copytree(self.out_dir, {kept!r})
+                disk = os.path.dirname(self.out_dir)
+                ckpt = os.path.getsize(os.path.join(self.out_dir, 'last.ckpt'))
+                params = os.path.getsize(os.path.join(self.out_dir, 'last.params'))
+                room = shutil.disk_usage(disk).free - (ckpt + params // 2)
+                with open(os.path.join(disk, 'filler'), 'wb') as f:
+                    while room > 0:
+                        f.write(b'\\0' * min(room, 1 << 20))
+                        room -= 1 << 20
+        hooks.CheckpointHook.after_epoch = after_epoch
+        '''.format(kept=str(kept)))
+    res = run(wrapped + train_cmd(synthetic_root, out, 3)[2:])
+    line = assert_one_line_error(res)
+    assert str(out) in line and 'free on that disk' in line, line
+    # the error line is in train.log too
+    log = (out / 'train.log').read_text().splitlines()
+    assert log[-1].endswith(' ERROR ' + line), log[-3:]
+    # every file of the run still holds epoch 0, whole; no temporary file is left
+    from gluon_distill.engine.checkpoint import read_checkpoint
+    assert read_checkpoint(str(out / 'last.ckpt'))[2]['epoch'] == 0
+    for name in ('last.params', 'best.params', 'best.json', 'last.ckpt'):
+        assert read_bytes(out / name) == read_bytes(kept / name), name
+    assert_weights_are_the_checkpoints(out / 'last.params', out / 'last.ckpt')
+    assert not [n for n in os.listdir(str(out)) if n.startswith('.') and n != '.lock']
+
+    os.remove(str(small_disk / 'filler'))
+    res = run(train_cmd(synthetic_root, out, 3, ['--resume']))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_each_epoch_once(out, 3)
+    assert read_checkpoint(str(out / 'last.ckpt'))[2]['epoch'] == 2
+    assert_weights_are_the_checkpoints(out / 'last.params', out / 'last.ckpt')
+
+
 def test_write_error_names_path_and_free_space_without_a_real_full_disk(tmp_path,
                                                                         monkeypatch):
     """The same message where no tmpfs can be mounted: the write raises ENOSPC."""
@@ -349,6 +405,36 @@ def test_killed_after_logging_an_epoch_before_its_checkpoint(synthetic_root, tmp
     assert res.returncode == 0, res.stderr[-3000:]
     assert_each_epoch_once(out, 3)  # was 0, 1, 1, 2
     assert (out / 'curves.png').stat().st_size > 10000
+
+
+def test_loader_workers_of_a_killed_run_exit_quietly(synthetic_root, tmp_path):
+    """SIGKILL of a run with --num-workers 2 while its workers are busy: they cannot hand
+    their batches over any more and exit without a word (they printed BrokenPipeError
+    tracebacks into the run's console or log). The pipe closes only when they are gone."""
+    out = tmp_path / 'killed'
+    wrapped = write_wrapper(tmp_path, '''
+        import time
+        from gluon_distill.data import loader
+        read = loader.SeededTransformDataset.__getitem__
+        def slowly(self, key):
+            time.sleep(0.05)              # 0.4 s a batch: every worker is busy at the kill
+            return read(self, key)
+        loader.SeededTransformDataset.__getitem__ = slowly
+        after_step = hooks.MetricsLogger.after_step
+        def kill_at_the_second_step(self):
+            after_step(self)
+            if self.loop.iteration == 2:
+                sys.stderr.write('killing the run\\n')
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        hooks.MetricsLogger.after_step = kill_at_the_second_step
+        ''')
+    cmd = wrapped + train_cmd(synthetic_root, out, 2)[2:]
+    cmd[cmd.index('--num-workers') + 1] = '2'
+    res = run(cmd)     # returns once every holder of the stderr pipe (the workers too) is gone
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert res.stderr.rstrip().endswith('killing the run'), res.stderr[-3000:]
+    assert 'Traceback' not in res.stderr and 'Error' not in res.stderr, res.stderr[-3000:]
 
 
 # --- items 12 and 13: help, plots, quiet redirected logs ----------------------------------------

@@ -107,6 +107,57 @@ def test_detect_clips_boxes_in_python_api(grown, tmp_path):
     assert [box for _, _, box in dets] == [(0.0, 0.0, 79.0, 59.0)]
 
 
+def test_detect_folder_with_subfolders_names_them_or_searches_them(grown, tmp_path, capsys):
+    """Subfolders: without --recursive a line names them (nothing silently ignored); with it
+    every image at any depth is detected and drawn into the same subfolders of --out, so
+    photos/sub/x.jpg and photos/other/x.jpg do not collide; a link back up is not followed
+    again."""
+    photos = tmp_path / 'photos'
+    (photos / 'sub' / 'deeper').mkdir(parents=True)
+    (photos / 'other').mkdir()
+    photo(photos / 'x.jpg')
+    photo(photos / 'sub' / 'x.jpg', seed=1)
+    photo(photos / 'sub' / 'deeper' / 'y.png', seed=2)
+    photo(photos / 'other' / 'x.jpg', seed=3)
+    (photos / 'sub' / 'notes.txt').write_text('not an image')
+    os.symlink(str(photos), str(photos / 'sub' / 'loop'))      # a symlink loop
+
+    out = tmp_path / 'flat'
+    assert tool('detect')(['--params', str(grown), str(photos), '--out', str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert '{}: 2 subfolder(s) not searched: other/, sub/ (use --recursive)'.format(
+        photos) in lines
+    assert [l for l in lines if ' -> ' in l] == [
+        '{}: 1 detection -> {}'.format(photos / 'x.jpg', out / 'x.png')]
+    assert os.listdir(str(out)) == ['x.png']
+
+    out = tmp_path / 'deep'
+    assert tool('detect')(['--params', str(grown), str(photos), '--recursive',
+                           '--out', str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert not any('not searched:' in l and 'use --recursive' in l for l in lines)
+    assert '{}: 4 image files, 1 other files ignored'.format(photos) in lines
+    assert '{}: not searched again: it leads to {}, already searched'.format(
+        photos / 'sub' / 'loop', photos) in lines
+    # sorted by the path relative to the folder
+    assert [l.split(': ')[0] for l in lines if ' -> ' in l] == [
+        str(photos / 'other' / 'x.jpg'), str(photos / 'sub' / 'deeper' / 'y.png'),
+        str(photos / 'sub' / 'x.jpg'), str(photos / 'x.jpg')]
+    written = sorted(os.path.relpath(os.path.join(d, n), str(out))
+                     for d, _, names in os.walk(str(out)) for n in names)
+    assert written == ['other/x.png', 'sub/deeper/y.png', 'sub/x.png', 'x.png']
+    assert '{}: 1 detection -> {}'.format(photos / 'sub' / 'x.jpg',
+                                          out / 'sub' / 'x.png') in lines
+
+
+def test_output_names_mirror_subfolders_and_stay_distinct():
+    from gluon_distill.detect import output_names
+    assert output_names(['p/a/x.jpg', 'p/b/x.jpg', 'p/x.jpg', 'q/a/x.jpg', 'p/a/x.png'],
+                        ['a', 'b', '', 'a', 'a']) == [
+        'a/x_jpg.png', 'b/x.png', 'x.png', 'a/x_jpg-2.png', 'a/x_png.png']
+    assert output_names(['a/x.jpg', 'b/x.jpg']) == ['x_jpg.png', 'x_jpg-2.png']
+
+
 # ----------------------------------------------------------------------------- eval.py
 
 def voc_root(root, sizes, boxes_of_a):

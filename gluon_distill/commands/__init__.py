@@ -17,6 +17,8 @@ COMMANDS = {
                 'distil a trained teacher into a small student'),
     'train-rcnn': ('train_rcnn', 'tools/train_rcnn.py',
                    'train a plain Faster R-CNN (GluonCV\'s VOC recipe)'),
+    'train-yolo3': ('train_yolo3', 'tools/train_yolo3.py',
+                    'train a plain YOLOv3 (GluonCV\'s recipe)'),
     'eval': ('eval', 'tools/eval.py', 'VOC07 mAP (or COCO AP) of a saved detector'),
     'export': ('export', 'tools/export.py', 'export a detector to MXNet symbol or ONNX, verified'),
     'detect': ('detect', 'tools/detect.py', 'detect, draw and list objects in images'),
@@ -30,6 +32,7 @@ COMMANDS = {
 # other names a user may type -> the command
 SYNONYMS = {'train_ssd': 'train', 'train-ssd': 'train', 'train_distill': 'distill',
             'train-distill': 'distill', 'distil': 'distill', 'train_rcnn': 'train-rcnn',
+            'train_yolo3': 'train-yolo3', 'train-yolo': 'train-yolo3',
             'check_dataset': 'check', 'check-dataset': 'check', 'evaluate': 'eval'}
 
 PROG = 'gluon-distill'

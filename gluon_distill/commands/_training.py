@@ -62,10 +62,34 @@ def training_main(argv, prog, build_parser, train, report, configure=resolve):
 
     def run():
         from ..engine.distributed import is_writer
-        summary = train(configure(args), argv=sys.argv)
+        from ..engine.hooks import log_files
+        before = log_files()
+        try:
+            summary = train(configure(args), argv=sys.argv)
+        except Exception as e:
+            # the run's train.log gets the error line the console gets (when it can be
+            # written at all); a log this call did not open is another run's
+            _log_error(e, [h for h in log_files() if h not in before])
+            raise
         if is_writer():
             report(summary)
     return run_tool(run)
+
+
+def _log_error(error, handlers):
+    """The error that ends a run into its ``train.log``: ``error: ...`` as :func:`run_tool`
+    prints a known error, or the traceback of another."""
+    if not handlers:
+        return
+    import traceback
+    from ..cli import known_errors
+    from ..engine.hooks import log_error_to_files
+    if isinstance(error, known_errors()):
+        text = 'error: {}'.format(error)
+    else:
+        text = 'error: {}'.format(''.join(traceback.format_exception(
+            type(error), error, error.__traceback__)).rstrip())
+    log_error_to_files(text, handlers)
 
 
 def report_outputs(summary):

@@ -125,7 +125,7 @@ def main(argv=None, prog=None):
     from ..data.datasets import check_root
     args = parse_args(argv, prog)
     options = dict(val_fraction=args.val_fraction, seed=args.split_seed,
-                   check_images=not args.no_images, progress=sys.stderr.isatty(),
+                   check_images=not args.no_images, progress=True,  # on a terminal only
                    on_bad_image=args.on_bad_image)
     if args.root == 'synthetic':
         args.root = _synthetic_root(args.format)

@@ -16,6 +16,15 @@ COCO AP@[.5:.95] by pycocotools: AP, AP50, AP75, AP small/medium/large, per-clas
     gluon-distill eval --params best.params --set data.format=coco \\
         --set data.annotations=my_val.json --set data.images=my_images/ --out eval_out
 
+An export folder (tools/export.py) instead of the .params: --model DIR runs its files through
+gluon_distill.runtime (--format onnx, int8 or mxnet; default model.onnx if there, else the MXNet
+symbol) on the data its .params is evaluated on (deploy.json records it) and scores them with
+the same evaluator, so the mAP of what you ship is checked against the .params' mAP (the same
+to within 0.001 for the float files; the NMS is the exported graph's):
+
+    gluon-distill eval --model deploy/student
+    gluon-distill eval --model deploy/student --format int8
+
 tools/eval.py is the same command.
 """
 
@@ -24,8 +33,14 @@ from ..cli import Parser, run_tool
 
 def build_parser(prog=None, argv=None):
     parser = Parser(prog=prog, description=__doc__)
-    parser.add_argument('--params', required=True, metavar='FILE',
-                        help='.params file with model.json beside it')
+    parser.add_argument('--params', metavar='FILE',
+                        help='.params file with model.json beside it (or --model)')
+    parser.add_argument('--model', metavar='DIR',
+                        help='an export folder (deploy.json + model files): evaluate its files '
+                             'run by gluon_distill.runtime')
+    parser.add_argument('--format', choices=('onnx', 'int8', 'mxnet'), metavar='FORMAT',
+                        help='with --model: onnx (model.onnx), int8 (model-int8.onnx) or '
+                             'mxnet (the symbol files) (default: onnx if there, else mxnet)')
     parser.add_argument('--data-root', metavar='DIR',
                         help='VOC root, GluonCV VOC root, COCO root or synthetic (default: the '
                              'data the model was trained on)')
@@ -53,12 +68,28 @@ def build_parser(prog=None, argv=None):
 
 
 def main(argv=None, prog=None):
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if bool(args.params) == bool(args.model):
+        parser.error('give --params FILE (a trained detector) or --model DIR (an export '
+                     'folder), not {}'.format('both' if args.params else 'neither'))
+    if args.format and not args.model:
+        parser.error('--format chooses the files of an export folder: use it with --model DIR')
+    if args.model and args.nms_thresh is not None:
+        parser.error('--nms-thresh: an export folder runs the NMS of its graph (deploy.json '
+                     '"nms"); export again with --nms-thresh to change it')
 
     def run():
         from ..engine.hooks import setup_logging
-        from ..evaluation.run import evaluate_params
         setup_logging()
+        if args.model:
+            from ..evaluation.exported import evaluate_export
+            _, table = evaluate_export(args.model, args.data_root, args.split, args.format,
+                                       args.batch_size, args.out, iou_thresh=args.iou_thresh,
+                                       overrides=args.set)
+            print(table)
+            return
+        from ..evaluation.run import evaluate_params
         _, table = evaluate_params(args.params, args.data_root, args.split, args.ctx,
                                    args.batch_size, args.out, args.num_workers,
                                    nms_thresh=args.nms_thresh, iou_thresh=args.iou_thresh,

@@ -378,7 +378,7 @@ def load_coco_records(annotations, images, split='all', classes=None, category_i
     check_images : bool
         Decode every image (corrupt files, real sizes, grayscale/CMYK, EXIF orientation).
     progress : bool
-        Show a tqdm progress bar.
+        Show a progress bar when stderr is a terminal (:mod:`gluon_distill.progress`).
     on_bad_image : str
         ``'stop'``: a missing or undecodable image is fatal; ``'skip'``: left out (``skipped``).
     keep_crowd : bool
@@ -416,9 +416,9 @@ def load_coco_records(annotations, images, split='all', classes=None, category_i
         report.set_dataset([], classes)
         return [], classes, category_ids, report
     ids = _select(list(entries), split, val_fraction, seed, report)
-    if progress:
-        from tqdm import tqdm
-        ids = tqdm(ids, desc='checking {}'.format(os.path.basename(path)), unit='img')
+    if progress:  # on a terminal only
+        from ..progress import progress_bar
+        ids = progress_bar(ids, desc='checking {}'.format(os.path.basename(path)), unit='img')
     records, num_crowd = [], 0
     for image_id in ids:
         record, crowd = _record(path, image_dir, image_id, entries[image_id],

@@ -23,6 +23,7 @@ import shutil
 import xml.etree.ElementTree as ET
 
 from ..io_utils import atomic_write_json, atomic_write_text
+from ..progress import progress_bar
 from .voc import DatasetError, load_voc_records
 
 
@@ -101,7 +102,7 @@ def voc_to_coco(voc_root, split, out_json, classes=None, category_ids=None, imag
         The JSON path, the image folder to pair it with (``data.images``), images, boxes.
     """
     records, classes, report = load_voc_records(voc_root, split, classes,
-                                                check_images=check_images)
+                                                check_images=check_images, progress=True)
     _raise_if_fatal(report)
     if image_root is None:
         image_root = os.path.commonpath([os.path.dirname(r.image_path) for r in records])
@@ -122,7 +123,7 @@ def coco_to_voc(annotations, images, out_root, split='all', classes=None, link=F
     """
     from .coco import load_coco_records
     records, classes, _, report = load_coco_records(annotations, images, split, classes,
-                                                    check_images=check_images)
+                                                    check_images=check_images, progress=True)
     _raise_if_fatal(report)
     names = [report.display_name(c) for c in classes]
     stems = [os.path.splitext(os.path.basename(r.image_path))[0] for r in records]
@@ -131,7 +132,9 @@ def coco_to_voc(annotations, images, out_root, split='all', classes=None, link=F
     for sub in ('Annotations', 'JPEGImages', os.path.join('ImageSets', 'Main')):
         os.makedirs(os.path.join(out_root, sub), exist_ok=True)
     num_boxes = 0
-    for name, record in zip(stems, records):
+    for name, record in progress_bar(zip(stems, records), total=len(records),
+                                     desc='writing {}'.format(os.path.basename(out_root)),
+                                     unit='img'):
         ext = os.path.splitext(record.image_path)[1]
         target = os.path.join(out_root, 'JPEGImages', name + ext)
         if os.path.lexists(target):

@@ -5,8 +5,17 @@ copies of the parent's NumPy state. So the augmentation of a sample is seeded fr
 ``(seed, epoch, index)``: the sampler encodes the epoch into the indices it yields, and the
 dataset wrapper decodes it and seeds NumPy and ``random`` before transforming. Any number of
 workers, and a run resumed at an epoch boundary, see exactly the same batches.
+
+Every loader of the package is a :class:`DataLoader`: MXNet's, whose worker processes exit
+quietly when the process that started them is gone (killed with SIGKILL, say) instead of
+printing a ``BrokenPipeError`` traceback for the batch they can no longer hand over.
 """
+import multiprocessing.pool
+import os
 import random
+import signal
+import sys
+import time
 
 import numpy as np
 
@@ -16,6 +25,92 @@ from gluoncv.data.batchify import Tuple, Stack
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
 
 from .images import read_image
+
+
+#: how long a loader worker whose pipe or socket to its parent broke waits to see the parent
+#: gone (a dying process closes its files before its children are handed to another parent)
+PARENT_EXIT_WAIT = 5.0
+
+
+def _parent_gone(parent, error_type=None):
+    """Whether the process ``parent`` that started this one is gone (this one was handed to
+    another parent). After a broken connection (``error_type`` an OSError or EOFError) wait
+    up to :data:`PARENT_EXIT_WAIT` seconds for it to finish exiting."""
+    wait = PARENT_EXIT_WAIT if error_type is not None and issubclass(
+        error_type, (OSError, EOFError)) else 0.0
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _orphan_quiet_worker(parent, target, *args):
+    """A loader worker process's life, ``target(*args)`` (multiprocessing's pool worker loop),
+    ending quietly when the process ``parent`` that started it is gone: an idle worker then
+    reads the end of its task queue and returns by itself, a busy one fails to hand over its
+    batch (a broken pipe), which here ends it with status 0 and nothing printed. Errors while
+    the parent lives are raised (and printed) as before."""
+    hook = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        # multiprocessing's helper thread that hands shared-memory batches to the parent
+        # reports its errors here
+        if not _parent_gone(parent, kind):
+            hook(kind, value, tb)
+    sys.excepthook = excepthook
+    try:
+        target(*args)
+    except BaseException as e:
+        if _parent_gone(parent, type(e)):
+            os._exit(0)
+        raise
+
+
+class _WorkerPool(multiprocessing.pool.Pool):
+    """A process pool whose workers run :func:`_orphan_quiet_worker`."""
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        kwds['args'] = (os.getpid(), kwds['target']) + tuple(kwds.get('args', ()))
+        kwds['target'] = _orphan_quiet_worker
+        return ctx.Process(*args, **kwds)
+
+
+class DataLoader(gluon.data.DataLoader):
+    """MXNet's ``gluon.data.DataLoader`` (same arguments, same batches) whose worker processes
+    (``num_workers > 0``, not ``thread_pool``) exit quietly once the process that started
+    them is gone: after a SIGKILL of a training run they print no ``BrokenPipeError``
+    tracebacks over the console or log they share with it."""
+
+    def __init__(self, dataset, batch_size=None, shuffle=False, sampler=None, last_batch=None,
+                 batch_sampler=None, batchify_fn=None, num_workers=0, pin_memory=False,
+                 pin_device_id=0, prefetch=None, thread_pool=False, timeout=120,
+                 auto_reload=False):
+        processes = num_workers > 0 and not thread_pool
+        # MXNet's constructor without workers, then its pool of workers built here (as MXNet
+        # 1.9.1 builds it: the dataset handed to each worker, SIGINT ignored while forking)
+        super().__init__(dataset, batch_size, shuffle, sampler, last_batch, batch_sampler,
+                         batchify_fn, 0 if processes else num_workers, pin_memory,
+                         pin_device_id, prefetch, thread_pool, timeout, auto_reload=False)
+        if processes:
+            from mxnet.gluon.data import dataloader as mx_loader
+            from mxnet.util import is_np_array, is_np_shape
+            self._num_workers = num_workers
+            self._prefetch = max(0, int(prefetch) if prefetch is not None else 2 * num_workers)
+            if batchify_fn is None:
+                self._batchify_fn = mx_loader.default_mp_batchify_fn
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                self._worker_pool = _WorkerPool(
+                    num_workers, initializer=mx_loader._worker_initializer,
+                    initargs=[dataset, is_np_shape(), is_np_array()])
+            finally:
+                signal.signal(signal.SIGINT, sigint)
+        self.auto_reload = auto_reload
+        if auto_reload:
+            self.refresh()
 
 
 def sample_seed(seed, epoch, index):
@@ -201,7 +296,7 @@ class TrainLoader:
             batchify = Tuple(Stack(), Stack(), Stack())
             self.prepare = DevicePrepare(ctx_list)
         self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
-        self.loader = gluon.data.DataLoader(
+        self.loader = DataLoader(
             SeededTransformDataset(source, transform, seed), batch_sampler=batch_sampler,
             batchify_fn=batchify, num_workers=num_workers)
 
@@ -234,9 +329,9 @@ def val_loader(dataset, data_shape, batch_size, mean, std, num_workers=0):
     """Batches of ``(images (B, 3, S, S), indices (B,))`` in dataset order, all images kept;
     the records of ``dataset`` give sizes and ground truth."""
     transform = SSDDefaultValTransform(data_shape, data_shape, mean=tuple(mean), std=tuple(std))
-    return gluon.data.DataLoader(IndexedValDataset(dataset, transform), batch_size,
-                                 shuffle=False, last_batch='keep',
-                                 batchify_fn=Tuple(Stack(), Stack()), num_workers=num_workers)
+    return DataLoader(IndexedValDataset(dataset, transform), batch_size, shuffle=False,
+                      last_batch='keep', batchify_fn=Tuple(Stack(), Stack()),
+                      num_workers=num_workers)
 
 
 def split_batch(batch, ctx_list):

@@ -87,7 +87,7 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
     check_images : bool
         Decode every image (detects corrupt files, real sizes, grayscale/CMYK).
     progress : bool
-        Show a tqdm progress bar.
+        Show a progress bar when stderr is a terminal (:mod:`gluon_distill.progress`).
     on_bad_image : str
         ``'stop'``: a missing, undecodable or mostly missing image is fatal. ``'skip'``: it is
         left out and reported with severity ``skipped``.
@@ -112,9 +112,10 @@ def load_voc_records(root, split, classes=None, *, val_fraction=0.2, seed=0, che
         for name in classes:
             report.class_name(str(name), given=True)
         classes = normalized_classes(classes)
-    if progress:
-        from tqdm import tqdm
-        items = tqdm(items, desc='checking {}'.format(os.path.basename(root) or root), unit='img')
+    if progress:  # on a terminal only
+        from ..progress import progress_bar
+        items = progress_bar(items, desc='checking {}'.format(os.path.basename(root) or root),
+                             unit='img')
     records = []
     for image_id, xml_path, image_dir in items:
         record = parse_voc_annotation(xml_path, classes, image_dir, report,

@@ -82,9 +82,10 @@ def load_trainer_state_bytes(trainer, data):
         os.remove(tmp)
 
 
-def save_checkpoint(path, blocks, trainers, meta, previous=None):
-    """Write ``blocks`` (name -> Block), ``trainers`` (name -> Trainer) and ``meta`` (JSON-able
-    dict) to one file, atomically; with ``previous``, the replaced checkpoint is kept there."""
+def checkpoint_writer(blocks, trainers, meta):
+    """A ``write_fn`` (:func:`~gluon_distill.io_utils.atomic_write`) of the checkpoint of
+    ``blocks`` (name -> Block), ``trainers`` (name -> Trainer) and ``meta`` (JSON-able dict),
+    taken now."""
     payload = {}
     for group, block in blocks.items():
         for name, arr in block_arrays(block).items():
@@ -92,7 +93,13 @@ def save_checkpoint(path, blocks, trainers, meta, previous=None):
     for group, trainer in trainers.items():
         payload[_OPTIM + group] = _bytes_to_nd(trainer_state_bytes(trainer))
     payload[_META] = _bytes_to_nd(json.dumps(meta).encode('utf-8'))
-    atomic_write(path, lambda tmp: mx.nd.save(tmp, payload), previous=previous)
+    return lambda tmp: mx.nd.save(tmp, payload)
+
+
+def save_checkpoint(path, blocks, trainers, meta, previous=None):
+    """Write ``blocks`` (name -> Block), ``trainers`` (name -> Trainer) and ``meta`` (JSON-able
+    dict) to one file, atomically; with ``previous``, the replaced checkpoint is kept there."""
+    atomic_write(path, checkpoint_writer(blocks, trainers, meta), previous=previous)
 
 
 def read_checkpoint(path):

@@ -8,9 +8,10 @@ import time
 
 from tqdm import tqdm
 
-from ..io_utils import atomic_write_json
+from ..io_utils import atomic_write_all, text_writer
+from ..progress import progress_bar
 from . import distributed as D
-from .checkpoint import save_checkpoint, save_params, write_error
+from .checkpoint import checkpoint_writer, write_error
 from .loop import HookBase
 
 LOGGER_NAME = 'gluon_distill'
@@ -30,10 +31,14 @@ class _LogFileHandler(logging.FileHandler):
     """``train.log``; if it cannot be written (full disk) it says so once on stderr and stops,
     instead of printing a traceback for every later line (the console still gets them)."""
 
+    quiet = False  # set while writing the error that ends a run: the console has it already
+
     def handleError(self, record):
         if getattr(self, 'failed', False):
             return
         self.failed = True
+        if self.quiet:
+            return
         error = sys.exc_info()[1]
         print('warning: {}; train.log stops here, the console log goes on'.format(
             write_error(self.baseFilename, error) if isinstance(error, OSError) else error),
@@ -68,6 +73,25 @@ def setup_logging(out_dir=None, level=logging.INFO, console_level=None, prefix='
         logger.addHandler(to_file)
     logger.propagate = False
     return logger
+
+
+def log_files():
+    """The ``train.log`` handlers of the package logger (:func:`setup_logging`) now."""
+    return [h for h in logging.getLogger(LOGGER_NAME).handlers
+            if isinstance(h, _LogFileHandler)]
+
+
+def log_error_to_files(text, handlers):
+    """Append ``text`` (the error that ends a run, as the console shows it) to each
+    ``train.log`` of ``handlers`` as one ERROR record, without a console line (the tool prints
+    it). A log that cannot be written (a full disk) is left as it is, quietly."""
+    record = logging.LogRecord(LOGGER_NAME, logging.ERROR, __file__, 0, '%s', (text,), None)
+    for handler in handlers:
+        handler.quiet = True
+        try:
+            handler.handle(record)
+        finally:
+            handler.quiet = False
 
 
 class TrainingDiverged(RuntimeError):
@@ -219,9 +243,9 @@ class MetricsLogger(HookBase):
 
     def before_epoch(self):
         self._reset_window()
-        self.bar = tqdm(total=len(self.loop.loader), desc='epoch {}'.format(self.loop.epoch),
-                        leave=False, dynamic_ncols=True,
-                        disable=None if self.progress else True)
+        self.bar = progress_bar(None, self.progress, total=len(self.loop.loader),
+                                desc='epoch {}'.format(self.loop.epoch), leave=False,
+                                dynamic_ncols=True)
 
     def after_step(self):
         out = self.loop.outputs
@@ -306,7 +330,15 @@ class CheckpointHook(HookBase):
     """After every epoch: ``last.ckpt`` (every group, optimizer state, epoch, best metric;
     what ``--resume`` reads; the one it replaces becomes ``prev.ckpt``), ``last.params`` (the
     deployable detector) and, when validation mAP improved, ``best.params`` and ``best.json``
-    (its epoch and mAP). All written atomically.
+    (its epoch and mAP).
+
+    The files of an epoch are written as one (:func:`~gluon_distill.io_utils.atomic_write_all`):
+    each to a temporary file first (``last.ckpt`` first), then all renamed, ``last.ckpt``
+    last. A write that fails (a full disk) leaves every file of the previous epoch as it was,
+    so ``last.params`` and ``last.ckpt`` (and ``best.params`` and ``best.json``) always hold
+    the same epoch; a crash between the renames can only leave ``.params`` files one epoch
+    ahead of ``last.ckpt``, which ``--resume`` trains again (the same weights: runs are seeded
+    per epoch).
 
     ``best`` / ``best_epoch`` and ``last_epoch`` / ``last_mAP`` say which epoch each ``.params``
     file holds and its validation mAP. With ``write=False`` (the workers of a distributed job
@@ -351,15 +383,21 @@ class CheckpointHook(HookBase):
             if improved:
                 self.best, self.best_epoch = best, best_epoch
             return
-        save_checkpoint(self.last_path, self.step.blocks(), self.step.trainers(), meta,
-                        previous=self.prev_path)
-        save_params(os.path.join(self.out_dir, 'last.params'), self.step.detector)
+        detector = self.step.detector
+        # last.ckpt first: written first, renamed last (once it names this epoch, every file
+        # below holds it)
+        writes = [(self.last_path, checkpoint_writer(self.step.blocks(), self.step.trainers(),
+                                                     meta), self.prev_path),
+                  (os.path.join(self.out_dir, 'last.params'), detector.save_parameters)]
+        if improved:
+            writes += [
+                (os.path.join(self.out_dir, 'best.params'), detector.save_parameters),
+                (os.path.join(self.out_dir, 'best.json'), text_writer(json.dumps(
+                    {'file': 'best.params', 'epoch': loop.epoch, 'iteration': loop.iteration,
+                     'mAP': metric}) + '\n'))]
+        atomic_write_all(writes)
         self.last_epoch, self.last_mAP = loop.epoch, _finite_or_none(metric)
         if improved:
-            save_params(os.path.join(self.out_dir, 'best.params'), self.step.detector)
-            atomic_write_json(os.path.join(self.out_dir, 'best.json'),
-                              {'file': 'best.params', 'epoch': loop.epoch,
-                               'iteration': loop.iteration, 'mAP': metric}, indent=None)
             self.best, self.best_epoch = best, best_epoch
             self.logger.info('[epoch %d] new best mAP %.4f -> best.params', loop.epoch, metric)
 

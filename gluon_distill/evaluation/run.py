@@ -4,8 +4,6 @@ import copy
 import logging
 import os
 
-from tqdm import tqdm
-
 from ..config import (Config, ConfigError, DataConfig, EvalConfig, merge_dict, set_key,
                       yaml_load)
 from ..data.coco import coco_split_source, is_coco_data
@@ -15,6 +13,7 @@ from ..engine.devices import parse_ctx
 from ..families import family_of_spec
 from ..models.io import load_detector
 from ..io_utils import ensure_writable_dir
+from ..progress import progress_bar
 from .coco import COCOEvaluator, format_coco_table
 from .voc07 import format_ap_table, save_metrics_json
 
@@ -95,7 +94,7 @@ def evaluate_params(params_path, data_root=None, split=None, ctx='cpu', batch_si
                                   data.category_ids, classes)
     else:
         evaluator = None
-    bar = tqdm(total=len(dataset), desc='eval', leave=False, disable=None if progress else True)
+    bar = progress_bar(None, progress, total=len(dataset), desc='eval', leave=False)
     chosen = eval_settings(spec, iou_thresh=iou_thresh, nms_thresh=nms_thresh,
                            nms_topk=nms_topk, post_nms=post_nms)
     logger.info('NMS %g (top %d before, %d after), IoU %g', chosen['nms_thresh'],

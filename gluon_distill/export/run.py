@@ -11,6 +11,22 @@ from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx
 from .verify import verify_export
 
 
+def square_preprocess(size):
+    """``deploy.json``'s ``preprocess`` of a square input (what
+    :mod:`gluon_distill.runtime` reads)."""
+    return {'resize': 'square', 'size': size, 'interpolation': 'auto',
+            'about': "GluonCV's SSDDefaultValTransform: resized to size x size, bicubic when "
+                     "both sides grow, area when both shrink, else bilinear (interp=9); boxes "
+                     "x (width, height) / size"}
+
+
+def recorded_run(spec):
+    """The training run's ``data`` and ``eval`` sections (``model.json``), so that
+    ``tools/eval.py --model DIR`` evaluates the export on the data its ``.params`` is
+    evaluated on."""
+    return {k: spec[k] for k in ('data', 'eval') if spec.get(k)}
+
+
 def image_input(paths, data_shape, mean, std):
     """A normalised ``(B, 3, S, S)`` float32 batch of image files, decoded and resized as
     ``tools/detect.py`` does (:func:`gluon_distill.detect.preprocess`)."""
@@ -48,6 +64,10 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
         return _export_rcnn(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
                                                                    post_nms), verify,
                             verify_images)
+    if spec['kind'] == 'yolo3':
+        return _export_yolo3(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
+                                                                    post_nms), verify,
+                             verify_images)
     original = clamp_box_decoder(net)     # the reference decodes as the shipped graph does
     ship, folded = deployable(net, spec)
     nms = (nms_thresh, nms_topk, post_nms)
@@ -71,7 +91,9 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
             spec['data_shape']),
         'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
                    'rows are padding',
+        'preprocess': square_preprocess(spec['data_shape']),
     }
+    info.update(recorded_run(spec))
     if 'onnx' in formats:
         import onnx
         import onnxruntime
@@ -103,7 +125,44 @@ def _export_rcnn(params, net, spec, out_dir, formats, nms, verify, verify_images
                                                                         spec['max_size']),
         'outputs': 'ids, scores (1, P, 1), boxes (1, P, 4) corner pixels of the input; -1 '
                    'rows are padding',
+        'preprocess': {'resize': 'short_within', 'short': spec['data_shape'],
+                       'max_size': spec['max_size'], 'interpolation': 'linear',
+                       'about': "GluonCV's FasterRCNNDefaultValTransform: the short side to "
+                                "'short' unless the long side would exceed 'max_size', "
+                                "bilinear; boxes x height / new height"},
     }
+    info.update(recorded_run(spec))
+    if rows is not None:
+        info['verification'] = rows
+    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
+    return info
+
+
+def _export_yolo3(params, net, spec, out_dir, formats, nms, verify, verify_images):
+    from .yolo3 import ONNX_OUTPUTS as YOLO_ONNX_OUTPUTS, export_yolo3
+    os.makedirs(out_dir, exist_ok=True)
+    files, folded, rows = export_yolo3(net, spec, out_dir, formats, nms, verify,
+                                       verify_images)
+    info = {
+        'source': os.path.abspath(params) if params else None,
+        'kind': spec['kind'], 'adapters_folded': folded,
+        'classes': list(spec['classes']), 'data_shape': spec['data_shape'],
+        'mean': list(spec['mean']), 'std': list(spec['std']),
+        'nms': {'thresh': nms[0], 'topk': nms[1], 'post_nms': nms[2],
+                'valid_thresh': VALID_THRESH},
+        'files': {k: os.path.basename(v) for k, v in files.items()},
+        'input': 'data: (B, 3, {0}, {0}) float32, RGB, (pixel / 255 - mean) / std'.format(
+            spec['data_shape']),
+        'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
+                   'rows are padding',
+        'preprocess': square_preprocess(spec['data_shape']),   # GluonCV's YOLO val transform
+    }
+    info.update(recorded_run(spec))
+    if 'onnx' in formats:
+        import onnx
+        import onnxruntime
+        info['onnx'] = {'opset': ONNX_OPSET, 'onnx': onnx.__version__,
+                        'onnxruntime': onnxruntime.__version__, 'outputs': YOLO_ONNX_OUTPUTS}
     if rows is not None:
         info['verification'] = rows
     atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)

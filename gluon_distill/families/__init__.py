@@ -2,14 +2,16 @@
 from .base import DetectorFamily, DeviceBatch, as_device_batch  # noqa: F401 (the seam's API)
 from .ssd import SSDFamily
 from .faster_rcnn import FasterRCNNFamily
+from .yolo3 import YOLO3Family
 
 FAMILIES = {
     'ssd': SSDFamily(),
     'faster_rcnn': FasterRCNNFamily(),
+    'yolo3': YOLO3Family(),
 }
 
 #: ``model.json`` kinds -> the family that builds and evaluates them
-KINDS = {'ssd': 'ssd', 'distilled_ssd': 'ssd', 'faster_rcnn': 'faster_rcnn'}
+KINDS = {'ssd': 'ssd', 'distilled_ssd': 'ssd', 'faster_rcnn': 'faster_rcnn', 'yolo3': 'yolo3'}
 
 
 def get_family(name):

@@ -16,13 +16,13 @@ import os
 import numpy as np
 
 import mxnet as mx
-from mxnet import gluon
 from gluoncv.data.batchify import FasterRCNNTrainBatchify
 from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultValTransform
 
 from ..data.rcnn_targets import RCNNTrainTransform
 from ..data.voc import VOC_CLASSES
-from ..data.loader import IndexedValDataset, SeededTransformDataset, train_batch_sampler
+from ..data.loader import (DataLoader, IndexedValDataset, SeededTransformDataset,
+                           train_batch_sampler)
 from ..distill.build import StudentPlan, Teacher, check_teacher, zoo_teacher_file
 from ..evaluation.inference import clip_boxes
 from ..models.io import load_detector, load_start_params, model_spec, read_model_json
@@ -98,7 +98,7 @@ class RCNNTrainLoader:
         # GluonCV's transform, with the RPN targets in NumPy (same output, bench/rpn_targets.py)
         transform = RCNNTrainTransform(net.short, net.max_size, net, mean, std, net.ashape)
         self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
-        self.loader = gluon.data.DataLoader(
+        self.loader = DataLoader(
             SeededTransformDataset(dataset, _TrainTransform(transform, sampler_draws(net.arch)),
                                    seed),
             batch_sampler=batch_sampler, batchify_fn=_Batchify(net), num_workers=num_workers)
@@ -165,8 +165,8 @@ def predict_rcnn(net, dataset, short, max_size, mean, std, ctx, num_workers=0, p
     size, boxes in the original image's 0-based pixels (clipped), padding removed."""
     transform = FasterRCNNDefaultValTransform(short, max_size, mean=tuple(mean),
                                               std=tuple(std))
-    loader = gluon.data.DataLoader(_ValImages(dataset, transform), 1, shuffle=False,
-                                   last_batch='keep', num_workers=num_workers)
+    loader = DataLoader(_ValImages(dataset, transform), 1, shuffle=False, last_batch='keep',
+                        num_workers=num_workers)
     for img, scale, index in loader:
         x = img.as_in_context(ctx)
         ids, scores, boxes = [o[0].asnumpy() for o in net(x)]

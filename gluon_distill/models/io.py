@@ -109,6 +109,9 @@ def build_from_spec(spec, ctx=None):
     if kind == 'faster_rcnn':
         from .faster_rcnn import build_from_spec as build_faster_rcnn_from_spec
         return build_faster_rcnn_from_spec(spec, ctx)
+    if kind == 'yolo3':
+        from .yolo3 import build_from_spec as build_yolo3_from_spec
+        return build_yolo3_from_spec(spec, ctx)
     if kind == 'ssd':
         net = build_ssd(arch_from_dict(spec['arch']), spec['classes'])
     else:
