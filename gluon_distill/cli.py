@@ -37,12 +37,17 @@ def _package_errors():
 
 
 def run_tool(fn):
-    """Run ``fn()``; print known errors as ``error: ...`` (exit 2), Ctrl-C exits 130."""
+    """Run ``fn()``; print known errors as ``error: ...`` (exit 2), Ctrl-C exits 130, a closed
+    output pipe exits 1 quietly."""
     try:
         fn()
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:   # output piped into a reader that stopped (| head): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # Python's own flush at exit would fail again
+        return 1
     except known_errors() as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2

@@ -87,15 +87,28 @@ class Run(object):
         return os.path.exists(os.path.join(self.out, 'last.ckpt'))
 
     def command(self, ctx=None):
-        tool = 'tools/train_distill.py' if self.role == 'student' else (
-            'tools/train_rcnn.py' if self.cfg.model.family == 'faster_rcnn' else
-            'tools/train_ssd.py')
-        cmd = 'python {} --config {}'.format(tool, self.path)
+        if self.role == 'student':
+            name, script = 'distill', 'train_distill'
+        else:
+            name, script = {'faster_rcnn': ('train-rcnn', 'train_rcnn'),
+                            'yolo3': ('train-yolo3', 'train_yolo3')}.get(
+                                self.cfg.model.family, ('train', 'train_ssd'))
+        cmd = '{} --config {}'.format(_command_prefix(name, script), self.path)
         if ctx:
             cmd += ' --ctx {}'.format(ctx)
         if self.started and not self.finished:
             cmd += ' --resume'
         return cmd
+
+
+def _command_prefix(name, script):
+    """How to run the command ``name``: ``python tools/<script>.py`` in a source checkout (its
+    tools/ beside the package), ``gluon-distill <name>`` where the package was pip-installed."""
+    tool = 'tools/{}.py'.format(script)
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, tool)):
+        return 'python ' + tool
+    return 'gluon-distill ' + name
 
 
 def _in_table(cfg, table):

@@ -391,3 +391,19 @@ def test_the_wheel_ships_the_configs_and_the_command(tmp_path):
     (entry,) = [n for n in names if n.endswith('entry_points.txt')]
     text = zipfile.ZipFile(str(wheel)).read(entry).decode()
     assert 'gluon-distill = gluon_distill.commands:main' in text
+
+
+def test_output_piped_into_head_ends_quietly():
+    """``gluon-distill reproduce --table 1 --dry-run | head -1``: the reader closes the pipe; the
+    command ends without a traceback (exit 1). The read end is closed before the command starts,
+    so every write meets the closed pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run([PY, '-m', 'gluon_distill', 'reproduce', '--table', '1',
+                              '--dry-run'], stdout=write_end, stderr=subprocess.PIPE,
+                             cwd=str(REPO), env=ENV, timeout=120, text=True)
+    finally:
+        os.close(write_end)
+    assert 'Traceback' not in res.stderr and 'BrokenPipeError' not in res.stderr, res.stderr
+    assert res.returncode == 1

@@ -396,3 +396,15 @@ def test_report_quotes_the_evidence_folders(report_dir):
                           cwd=str(report_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True)
     assert proc.returncode == 2 and proc.stderr.startswith('error: demo_out: no results.json')
+
+
+def test_commands_name_the_installed_command_outside_a_checkout(monkeypatch, tmp_path):
+    """In a source checkout the printed commands run tools/*.py; where the package was
+    pip-installed (no tools/ beside it) they run the ``gluon-distill`` command instead."""
+    from gluon_distill import reproduce
+    assert reproduce._command_prefix('distill', 'train_distill') == \
+        'python tools/train_distill.py'
+    (tmp_path / 'gluon_distill').mkdir()
+    monkeypatch.setattr(reproduce, '__file__', str(tmp_path / 'gluon_distill' / 'reproduce.py'))
+    assert reproduce._command_prefix('distill', 'train_distill') == 'gluon-distill distill'
+    assert reproduce._command_prefix('train-rcnn', 'train_rcnn') == 'gluon-distill train-rcnn'
