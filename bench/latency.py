@@ -27,8 +27,9 @@ and to the float distilled student, measured in the same rounds. Last line:
 (ONNX Runtime, batch 1 medians).
 
 ``--models DIR...`` times export folders instead (each file the folder holds: model.onnx,
-model-int8.onnx in ONNX Runtime, the symbol in MXNet) at their own input size, ratios to the
-first folder's float ONNX model.
+model-int8.onnx in ONNX Runtime, the symbol in MXNet) at their own input size, in the same
+interleaved rounds, with ratios to the first folder and to the float model of the first folder
+that holds an INT8 one, e.g. ``--models deploy/teacher deploy/plain deploy/student``.
 """
 import argparse
 import warnings
@@ -77,7 +78,7 @@ def calibrate_head(net, size, seed=0):
 
 def build_models(size):
     """``[(label, net, spec)]``: the teacher, plain SSDs and distilled students (unfolded)."""
-    from gluon_distill.distill.build import Teacher, plan_student
+    from gluon_distill.models.teacher import Teacher, plan_student
     from gluon_distill.models.ssd import build_ssd, initialize, resolve_arch, anchors_of
     ctx = [mx.cpu()]
     models = []
@@ -194,19 +195,21 @@ def time_rows(rows, size, args, t0):
                 r[runtime + '_batch'] = float(np.median(r[runtime + 'bn'])) / args.batch
 
 
-def ratio_table(rows, reference, teacher, batch):
+def ratio_table(rows, reference, teacher, batch, names=('teacher', 'float student')):
     """The deployer's table: per runtime and row, batch 1 latency and batch ``batch`` time per
-    image, each also as a ratio to ``teacher`` and ``reference`` (rows, or None)."""
-    lines = ['| model | runtime | b1 median ms | b1 / teacher | b1 / float student | '
-             'b{0} img/s | b{0} / teacher | b{0} / float student |'.format(batch),
+    image, each also as a ratio to ``teacher`` and ``reference`` (rows, or None), the columns
+    named after ``names``."""
+    lines = ['| model | runtime | b1 median ms | b1 / {1} | b1 / {2} | '
+             'b{0} img/s | b{0} / {1} | b{0} / {2} |'.format(batch, *names),
              '|---|---|---:|---:|---:|---:|---:|---:|']
     for runtime, label in (('onnx', 'ONNX Runtime'), ('mxnet', 'MXNet')):
         for r in rows:
             if r[runtime] is None:
-                lines.append('| {} | {} | n/a (an ONNX model) | | | | | |'.format(
-                    r['label'], label))
+                why = ('an ONNX model' if r.get('format') == 'int8' else
+                       'no {} files'.format('ONNX' if runtime == 'onnx' else 'symbol'))
+                lines.append('| {} | {} | n/a ({}) | | | | | |'.format(r['label'], label, why))
                 continue
-            cells = [r['label'], label, '{:.0f}'.format(r[runtime + '_median'] * 1e3)]
+            cells = [r['label'], label, '{:.3g}'.format(r[runtime + '_median'] * 1e3)]
             for key in ('_median', '_batch'):
                 for ref in (teacher, reference):
                     ok = ref is not None and ref[runtime] is not None
@@ -238,12 +241,16 @@ def time_folders(args):
         raise SystemExit('--models: folders of one input size only, got {}'.format(sizes))
     size = sizes.pop()
     time_rows(rows, size, args, t0)
-    print('\nLatency at {} px on this CPU ({} threads; batch 1: median of {} runs after {} '
+    print('\nLatency at {} px on this CPU ({} thread(s); batch 1: median of {} runs after {} '
           'warm-up; batch {}: median of {} runs); {}'.format(
               size, THREADS, args.runs, args.warmup, args.batch, args.batch_runs, load()))
-    ref = rows[0]
-    print(ratio_table(rows, ref, ref, args.batch).replace('/ teacher', '/ first').replace(
-        '/ float student', '/ first'))
+    # ratios to the first folder (e.g. the teacher) and to the float model of the first folder
+    # that also holds an INT8 one (e.g. the distilled student)
+    first = rows[0]
+    student = next((r for r in rows if r['format'] == 'float' and (r['dir'], 'int8') in
+                    {(q['dir'], q['format']) for q in rows}), first)
+    print(ratio_table(rows, student, first, args.batch,
+                      ('first', 'float ' + os.path.basename(student['dir'].rstrip('/')))))
     by = {(r['dir'], r['format']): r for r in rows}
     for d in args.models:
         f, q = by.get((d, 'float')), by.get((d, 'int8'))

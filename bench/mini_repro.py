@@ -33,7 +33,7 @@ YOLOv3 arms (beyond the paper; their own teacher, yolo_teacher/; docs/yolo3.md):
 yolo_baseline, yolo_head_only, yolo_gan (the gan arm's critics), multi-scale 96/128/160 px:
 
     python bench/mini_repro.py --out runs/mini_yolo --arms yolo_baseline yolo_head_only yolo_gan \
-        --seeds 0 1 2 --epochs 60 --teacher-epochs 100
+        --seeds 0 1 2 --epochs 30 --teacher-epochs 60
 """
 import argparse
 import os

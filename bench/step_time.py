@@ -49,8 +49,9 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
     critic = critic or GanConfig()
     from gluoncv.loss import SSDMultiBoxLoss
     from gluon_distill.data.loader import TrainLoader
-    from gluon_distill.distill.build import Teacher, plan_student
-    from gluon_distill.distill.gan import DistillStep, build as build_gan
+    from gluon_distill.models.teacher import Teacher, plan_student
+    from gluon_distill.distill.gan import build as build_gan
+    from gluon_distill.distill.step import DistillStep
     from gluon_distill.engine.steps import DetectionStep, make_trainer
     from gluon_distill.families.ssd import SSDLoss
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
@@ -68,7 +69,7 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
         anchors = anchors_of(own, size, ctx_list[0])
         own.hybridize(**HYBRID)
         own_trainer = make_trainer(own.collect_params(), 'sgd', 1e-3, 0.9, 5e-4, kv)
-        env['plain'] = DetectionStep(own, ctx_list, own_trainer)
+        env['plain'] = DetectionStep(own, ctx_list, own_trainer, SSDLoss())
         env['plain_gluoncv'] = DetectionStep(own, ctx_list, own_trainer,
                                               loss=SSDLoss(SSDMultiBoxLoss()))
     if 'distill' in arms:
@@ -95,7 +96,7 @@ def build(size, batch, ctx_list, n_critic=1, arms=('plain', 'distill'), num_batc
         env.update(distill=step, distiller=distiller, plan=plan,
                    distill_gluoncv=DistillStep(plan.net, t_net.features, ctx_list, trainer,
                                                distiller, loss=SSDLoss(SSDMultiBoxLoss())),
-                   head_only=DetectionStep(plan.net, ctx_list, trainer))
+                   head_only=DetectionStep(plan.net, ctx_list, trainer, SSDLoss()))
     loader = TrainLoader(bundle.train, size, anchors, batch, s_cfg.mean, s_cfg.std, ctx_list,
                          seed=0, num_workers=0, pipeline='fast')
     batches = []

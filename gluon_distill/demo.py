@@ -137,7 +137,7 @@ def run_demo(out_root='runs/demo', quick=False, ctx='cpu', fresh=False, workers=
     Returns the table's rows."""
     from .training import train_detector
     from .distill.run import train_distilled
-    from .evaluation.run import evaluate_params
+    from .evaluate import evaluate_params
     from .models.io import load_detector
     from .viz import plot_runs
 

@@ -31,7 +31,8 @@ from .io_utils import ensure_writable_dir
 # detect --params and detect --model (an export folder) treat inputs alike
 from .runtime.images import (DRAW_MAX_SIDE, NAMED_SUBFOLDERS, bounded_copy,  # noqa: F401
                              expand_inputs, find_images, output_names)
-from .runtime.report import format_detections, skipped  # noqa: F401
+from .runtime.report import (drawn_result, format_detections, planned_inputs,  # noqa: F401
+                              skipped)
 
 
 def preprocess(image, data_shape, mean, std):
@@ -151,12 +152,7 @@ def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None,
     an image drawn scaled down, one saying so.
     """
     ensure_writable_dir(out_dir, 'output folder')
-    if draw_max_side is not None and draw_max_side < 0:
-        raise ValueError('draw_max_side: expected a side in pixels (0: full size), got '
-                         '{}'.format(draw_max_side))
-    files, notes = find_images(images, recursive)
-    paths = [path for path, _ in files]
-    names = output_names(paths, [sub for _, sub in files])
+    paths, names, notes = planned_inputs(images, recursive, draw_max_side)
     from .models.io import load_detector
     from .progress import progress_bar
     net, spec = load_detector(params, ctx)
@@ -170,21 +166,8 @@ def detect_images(params, images, out_dir='detections', thresh=0.5, ctx=None,
         if kept is None:
             results.append((path, None, 'skipped: {}'.format(boxes)))
             continue
-        keep = scores >= thresh
-        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-        (picture, scale), (h, w) = kept
-        if scale != (1.0, 1.0):
-            results.append((None, None, '{}: drawn at {}x{} px, scaled down from {}x{} '
-                                        '(--draw-max-side {}; 0 draws full size); boxes are in '
-                                        'the original pixels'.format(
-                                            path, picture.shape[1], picture.shape[0], w, h,
-                                            draw_max_side)))
-        out_path = os.path.join(out_dir, name)
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        out = draw(picture, boxes * np.array(scale * 2, np.float32), labels, scores,
-                   spec['classes'], out_path, thresh)
-        dets = [(spec['classes'][c], float(s), tuple(float(v) for v in b))
-                for b, c, s in zip(boxes, labels, scores)]
-        results.append((path, out, dets))
+        results += drawn_result(path, kept[0], kept[1], boxes, labels, scores,
+                                spec['classes'], os.path.join(out_dir, name), thresh,
+                                draw_max_side, draw)
     bar.close()
     return results

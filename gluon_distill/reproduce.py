@@ -217,7 +217,7 @@ def _train(run, ctx, logger):
 def _evaluate(run, ctx):
     """Our mAP (COCO data: AP@[.5:.95]) of the run's best.params on its validation split
     (cached)."""
-    from .evaluation.run import evaluate_params
+    from .evaluate import evaluate_params
     cache = os.path.join(run.out, 'reproduce_eval.json')
     if os.path.exists(cache):
         with open(cache) as f:
@@ -374,11 +374,3 @@ def reproduce_table(table=1, experiments=None, methods=None, ctx=None,
     for p in paths:
         out('wrote {}'.format(p))
     return rows
-
-
-def write_report(out='docs/results.md', evidence=(), demo=None, folders=None, echo=print):
-    """``docs/results.md`` (``tools/reproduce.py --report``): Tables 1-3 with the paper's
-    numbers and ours from whatever runs finished, and the CPU evidence of the mini-reproduction
-    folders ``evidence`` and the demo folder ``demo`` (:mod:`gluon_distill.results_page`)."""
-    from .results_page import write_results_page
-    return write_results_page(out, evidence, demo, folders, echo)

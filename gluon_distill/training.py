@@ -433,11 +433,11 @@ def run_training(run, family, job):
         # before the loader's first forward pass: a network whose parameters are still
         # deferred is initialised through the hybridized graph, in the order seeded runs of
         # earlier versions used (the result depends on it)
-        job.net.hybridize(static_alloc=True, static_shape=True)
+        job.net.hybridize(**family.hybridize_flags())  # static memory or not: the family says
     loader = family.train_loader(run.data.train, job.net, run.cfg, run.ctx)
     step = job.make_step(trainer, loader)
     if t.hybridize:
-        step.hybridize(static_alloc=True, static_shape=True)
+        step.hybridize(**family.hybridize_flags())
     hooks = list(job.hooks)
     if t.divergence_stop:
         # windows of at most 10 iterations: a short run that explodes at once is still stopped

@@ -25,6 +25,21 @@ def tool(name):
     return module.main
 
 
+def detect_output(stdout):
+    """``{path: [(class, score, box array), ...]}`` of the lines tools/detect.py prints."""
+    import numpy as np
+    found, current = {}, None
+    for line in stdout.splitlines():
+        if line.startswith('  ') and current is not None:
+            parts = line.split()
+            found[current].append((parts[0], float(parts[1]),
+                                   np.array([float(v) for v in parts[2:6]])))
+        elif ' detection' in line and ' -> ' in line:
+            current = line.split(': ')[0]
+            found[current] = []
+    return found
+
+
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
     """A small generated VOC root (train 48, val 16 images) shared by the session."""
@@ -45,3 +60,32 @@ def tiny_config(root, out, **overrides):
     }
     sets.update(overrides)
     return config_from(sets)
+
+
+def spy_distillation_plan(monkeypatch, family_name, extra=None):
+    """``seen``, filled by each distillation run of the family ``family_name``: its
+    ``teacher`` and ``plan``, the teacher's weights at load (``teacher_at_load``) and
+    whatever ``extra(teacher, plan)`` returns (a dict)."""
+    from gluon_distill.families import get_family
+    family = get_family(family_name)
+    original = family.distillation_plan
+    seen = {}
+
+    def plan(cfg, classes, ctx):
+        t, p = original(cfg, classes, ctx)
+        seen['teacher'], seen['plan'] = t, p
+        seen['teacher_at_load'] = {k: v.data().copy() for k, v in
+                                   t.net.collect_params().items()}
+        seen.update(extra(t, p) if extra else {})
+        return t, p
+    monkeypatch.setattr(family, 'distillation_plan', plan)
+    return seen
+
+
+def teacher_unchanged(seen):
+    """Whether the teacher of :func:`spy_distillation_plan`'s ``seen`` still has the weights
+    it was loaded with."""
+    import numpy as np
+    now = seen['teacher'].net.collect_params()
+    return all(np.array_equal(now[k].data().asnumpy(), v.asnumpy())
+               for k, v in seen['teacher_at_load'].items())

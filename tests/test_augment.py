@@ -227,8 +227,9 @@ class _SyncCounter:
 
 
 def _distill_setup(data, loss=None):
-    from gluon_distill.distill.build import Teacher, plan_student
-    from gluon_distill.distill.gan import DistillStep, GANDistiller
+    from gluon_distill.models.teacher import Teacher, plan_student
+    from gluon_distill.distill.gan import GANDistiller
+    from gluon_distill.distill.step import DistillStep
     from gluon_distill.families.ssd import SSDLoss
     from gluon_distill.engine.steps import make_trainer
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
@@ -254,6 +255,7 @@ def _distill_setup(data, loss=None):
 
 def test_one_host_synchronisation_per_step(data, monkeypatch):
     from gluon_distill.engine.steps import DetectionStep, make_trainer
+    from gluon_distill.families.ssd import SSDLoss
     step, plan, loader = _distill_setup(data)
     batches = list(loader.epoch(0))[:3]
     step.run_step(batches[0])
@@ -266,7 +268,7 @@ def test_one_host_synchronisation_per_step(data, monkeypatch):
 
     plain = DetectionStep(plan.net, [mx.cpu()],
                           make_trainer(plan.net.collect_params(), 'adam', lr=1e-3, wd=0.0,
-                                       kvstore=None), prepare=loader.prepare)
+                                       kvstore=None), SSDLoss(), prepare=loader.prepare)
     plain.run_step(batches[0])
     mx.nd.waitall()
     counter.count = 0

@@ -392,7 +392,7 @@ def test_coco_root_trains_distils_on_two_devices_and_evaluates(tmp_path):
     pycocotools on the results file it wrote, from the root and from data.annotations; a
     student distilled from it on the same data evaluates the same way."""
     from conftest import tiny_config
-    from gluon_distill.evaluation.run import evaluate_params
+    from gluon_distill.evaluate import evaluate_params
     from gluon_distill.training import train_detector
     root = make_synthetic_coco(str(tmp_path / 'syn'), num_train=24, num_val=8,
                                size_range=(64, 96), seed=5)

@@ -22,10 +22,11 @@ from conftest import REPO, tiny_config
 from gluon_distill.data.datasets import build_datasets
 from gluon_distill.data.loader import TrainLoader, split_batch
 from gluon_distill.families.ssd import SSDLoss
-from gluon_distill.distill.build import Teacher, check_teacher, plan_student
-from gluon_distill.distill.gan import DistillStep, GANDistiller
+from gluon_distill.models.teacher import Teacher, check_teacher, plan_student
+from gluon_distill.distill.gan import GANDistiller
+from gluon_distill.distill.step import DistillStep
 from gluon_distill.distill.run import EpochToStep, train_distilled
-from gluon_distill.distill.student import fold
+from gluon_distill.models.student import fold
 from gluon_distill.engine.checkpoint import read_checkpoint
 from gluon_distill.engine.loop import HookBase, TrainLoop
 from gluon_distill.engine.steps import make_trainer
@@ -587,7 +588,7 @@ def _distill_config(root, teacher_params, out, **overrides):
 
 def test_saved_student_reloads_and_evaluates_without_teacher(synthetic_root, teacher_dir,
                                                              tmp_path, monkeypatch):
-    import gluon_distill.distill.build as build_module
+    import gluon_distill.models.teacher as build_module
     from gluon_distill.evaluation.inference import prepare_for_inference
     plans = []
 

@@ -149,7 +149,7 @@ def test_pretrained_teacher_offline_names_the_zoo_file_of_its_dataset(tmp_path, 
     """--teacher-pretrained fetches the zoo weights of the named preset (COCO for a ``_coco``
     name, whose anchors differ); offline, the error names that file and where to put it."""
     from gluon_distill.config import config_from
-    from gluon_distill.distill.build import load_teacher
+    from gluon_distill.models.teacher import load_teacher
     from gluon_distill.models.ssd import ModelError
     monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'mxnet_home'))
     cfg = config_from({'teacher.network': network, 'teacher.pretrained': True,

@@ -19,7 +19,7 @@ import pytest
 
 from gluon_distill import launch
 from gluon_distill.engine import distributed as dist
-from gluon_distill.data.loader import EpochSampler
+from gluon_distill.data.loader import EpochSampler, ShardSampler, shard_indices, val_shard
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_TIMEOUT = 60
@@ -75,6 +75,7 @@ import numpy as np
 import gluon_distill  # its NumPy aliases before MXNet (Python 3.12)
 import mxnet as mx
 from mxnet import autograd, gluon
+from gluon_distill.data.loader import shard_indices
 from gluon_distill.engine import distributed as d
 
 assert 'PORT' not in os.environ
@@ -131,8 +132,8 @@ for p, v in zip(list(ra.collect_params().values()) + list(rb.collect_params().va
 rta, rtb = trainers(ra, rb, [None, None])
 
 for step in range(3):
-    mine = d.shard_indices(32, rank, world, seed=5, epoch=step, batch_size=GLOBAL)[:GLOBAL // 2]
-    full = d.shard_indices(32, 0, 1, seed=5, epoch=step, batch_size=GLOBAL)[:GLOBAL]
+    mine = shard_indices(32, rank, world, seed=5, epoch=step, batch_size=GLOBAL)[:GLOBAL // 2]
+    full = shard_indices(32, 0, 1, seed=5, epoch=step, batch_size=GLOBAL)[:GLOBAL]
     for na, nb, tra, trb, idx in ((a, b, ta, tb, mine), (ra, rb, rta, rtb, full)):
         idx = mx.nd.array(idx)
         with autograd.record():
@@ -361,7 +362,7 @@ def test_shards_cover_every_index_once_and_change_with_epoch():
     n, world, batch = 103, 4, 8
     epochs = []
     for epoch in range(3):
-        shards = [dist.shard_indices(n, r, world, seed=7, epoch=epoch, batch_size=batch)
+        shards = [shard_indices(n, r, world, seed=7, epoch=epoch, batch_size=batch)
                   for r in range(world)]
         assert len({len(s) for s in shards}) == 1           # equal lengths
         union = np.concatenate(shards)
@@ -369,32 +370,32 @@ def test_shards_cover_every_index_once_and_change_with_epoch():
         epochs.append(union)
     assert not np.array_equal(np.sort(epochs[0]), np.sort(epochs[1])) or \
         not np.array_equal(epochs[0], epochs[1])
-    assert not np.array_equal(dist.shard_indices(n, 0, world, 7, 0, batch),
-                              dist.shard_indices(n, 0, world, 7, 1, batch))
-    assert np.array_equal(dist.shard_indices(n, 0, world, 7, 2, batch),
-                          dist.shard_indices(n, 0, world, 7, 2, batch))
+    assert not np.array_equal(shard_indices(n, 0, world, 7, 0, batch),
+                              shard_indices(n, 0, world, 7, 1, batch))
+    assert np.array_equal(shard_indices(n, 0, world, 7, 2, batch),
+                          shard_indices(n, 0, world, 7, 2, batch))
     with pytest.raises(ValueError, match='does not split evenly over 4 workers'):
-        dist.shard_indices(n, 0, 4, 7, 0, batch_size=6)
+        shard_indices(n, 0, 4, 7, 0, batch_size=6)
 
 
 def test_one_worker_reads_what_one_process_reads_and_two_split_its_batches():
     sampler = EpochSampler(50, seed=3)
     sampler.set_epoch(4)
     one_process = [i - 4 * 50 for i in sampler]
-    assert dist.shard_indices(50, 0, 1, seed=3, epoch=4, batch_size=50).tolist() == one_process
+    assert shard_indices(50, 0, 1, seed=3, epoch=4, batch_size=50).tolist() == one_process
     # worker r's k-th batch of 4 is the r-th half of the one-process k-th batch of 8
-    w0 = dist.shard_indices(50, 0, 2, seed=3, epoch=4, batch_size=8)
-    w1 = dist.shard_indices(50, 1, 2, seed=3, epoch=4, batch_size=8)
+    w0 = shard_indices(50, 0, 2, seed=3, epoch=4, batch_size=8)
+    w1 = shard_indices(50, 1, 2, seed=3, epoch=4, batch_size=8)
     for k in range(50 // 8):
         assert one_process[8 * k:8 * k + 8] == w0[4 * k:4 * k + 4].tolist() + \
             w1[4 * k:4 * k + 4].tolist()
-    shard = dist.ShardSampler(50, 1, 2, batch_size=8, seed=3)
+    shard = ShardSampler(50, 1, 2, batch_size=8, seed=3)
     shard.set_epoch(4)
     assert [i - 4 * 50 for i in shard] == w1.tolist() and len(shard) == len(w1)
 
 
 def test_validation_shards_do_not_duplicate():
-    shards = [dist.val_shard(17, r, 3) for r in range(3)]
+    shards = [val_shard(17, r, 3) for r in range(3)]
     assert np.concatenate(shards).tolist() == list(range(17))
     assert [len(s) for s in shards] == [6, 6, 5]
 
@@ -567,7 +568,7 @@ def test_ssd_two_workers_equal_one_process_and_resume(tmp_path, reference):
             if key in ref:
                 assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (key, got)
     # the logged mAP is the saved file's, evaluated by one process on the whole set
-    from gluon_distill.evaluation.run import evaluate_params
+    from gluon_distill.evaluate import evaluate_params
     result, _ = evaluate_params(str(out / 'last.params'), progress=False)
     assert records[-1]['mAP'] == pytest.approx(result['mAP'], abs=1e-9)
     assert result['mAP'] > 0

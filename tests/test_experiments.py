@@ -19,8 +19,10 @@ from gluon_distill import _compat  # noqa: F401
 import mxnet as mx
 
 from gluon_distill.config import ModelConfig, load_config, IMAGENET_MEAN, IMAGENET_STD
-from gluon_distill.distill.build import Teacher, plan_student
-from gluon_distill.distill.gan import GANDistiller, DistillStep
+from gluon_distill.models.teacher import Teacher, plan_student
+from gluon_distill.distill.gan import GANDistiller
+from gluon_distill.distill.step import DistillStep
+from gluon_distill.families.ssd import SSDLoss
 from gluon_distill.distill.scale import critic_scale, describe
 from gluon_distill.engine.steps import DetectionStep, make_trainer
 from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
@@ -295,14 +297,14 @@ def test_pair_composes_and_runs_one_gan_iteration(teachers, teacher_net, student
     # the head-only ablation of the same pair: the composed student on the SSD loss alone
     # (as train_distilled: the trainer holds the student only, no critic adapters)
     trainer = make_trainer(plan.net.collect_params())
-    values = DetectionStep(plan.net, ctx, trainer).run_step(_batch(s_anchors))
+    values = DetectionStep(plan.net, ctx, trainer, SSDLoss()).run_step(_batch(s_anchors))
     assert values['finite'] is True
 
 
 def test_own_head_critic_adapters_follow_student_map_indices():
     """Regression: a student map without a teacher partner (here the tiny student's 16x16
     map vs a ResNet18 teacher at 128 px) must not shift the critic adapters onto the wrong
-    maps (plan_student used to build them per pair, StudentForward applies them per map)."""
+    maps (plan_student used to build them per pair, SSDFeatureForward applies them per map)."""
     ctx = [mx.cpu()]
     arch = resolve_arch('resnet18_v1', 128)
     net = build_ssd(arch, CLASSES)
@@ -343,7 +345,7 @@ def test_baseline_builds_and_runs_one_detection_step(student_net):
     net = build_ssd(resolve_arch(student_net, SMALL), CLASSES, pretrained_base=False)
     initialize(net, mx.cpu())
     num_anchors = anchors_of(net, SMALL).shape[1]
-    step = DetectionStep(net, ctx, make_trainer(net.collect_params()))
+    step = DetectionStep(net, ctx, make_trainer(net.collect_params()), SSDLoss())
     values = step.run_step(_batch(num_anchors))
     assert values['finite'] is True
     assert np.isfinite(values['CrossEntropy']) and np.isfinite(values['SmoothL1'])
@@ -489,12 +491,12 @@ def test_table2_pair_composes_and_runs_one_step_of_each_config(teachers, teacher
     assert values['finite'] is True, values
     assert np.isfinite(values['CrossEntropy']) and np.isfinite(values['SmoothL1'])
     # head_only: the composed student on the SSD loss alone
-    values = DetectionStep(plan.net, ctx, make_trainer(plan.net.collect_params())).run_step(
-        _coco_batch(s_anchors))
+    values = DetectionStep(plan.net, ctx, make_trainer(plan.net.collect_params()),
+                           SSDLoss()).run_step(_coco_batch(s_anchors))
     assert values['finite'] is True
     net = build_ssd(resolve_arch(student_net, COCO_SMALL), CLASSES, pretrained_base=False)
     initialize(net, mx.cpu())
-    values = DetectionStep(net, ctx, make_trainer(net.collect_params())).run_step(
+    values = DetectionStep(net, ctx, make_trainer(net.collect_params()), SSDLoss()).run_step(
         _coco_batch(anchors_of(net, COCO_SMALL).shape[1]))
     assert values['finite'] is True
 

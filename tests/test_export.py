@@ -16,7 +16,7 @@ import mxnet as mx
 
 from conftest import REPO, tiny_config
 from gluon_distill.data.datasets import build_datasets
-from gluon_distill.distill.build import Teacher, plan_student
+from gluon_distill.models.teacher import Teacher, plan_student
 from gluon_distill.export import (ExportError, RawSSD, detections_agree, export_detector,
                                   load_mxnet, verify_input)
 from gluon_distill.models.io import model_spec, write_model_json
@@ -167,7 +167,7 @@ def test_detect_draws_known_boxes(tmp_path):
     logit 10 everywhere and class 'b' 30 on anchor 0 of the fourth map (one cell at 64 px):
     exactly one detection, class 'b', score ~1, box = that anchor (zero offsets)."""
     from PIL import Image
-    from gluon_distill.distill.student import feature_shapes
+    from gluon_distill.models.student import feature_shapes
     classes = ['a', 'b']
     arch = resolve_arch('tiny', SIZE, width=8)
     net = build_ssd(arch, classes)

@@ -14,7 +14,7 @@ from gluon_distill.families import (FAMILIES, DeviceBatch, family_of_spec, get_f
                                     as_device_batch)
 from gluon_distill.families.ssd import SSDFamily, SSDFeatureForward, SSDLoss
 from gluon_distill.training import train_detector
-from gluon_distill.evaluation.run import evaluate_params
+from gluon_distill.evaluate import evaluate_params
 
 
 def test_config_choices_are_the_families():

@@ -28,7 +28,7 @@ from PIL import Image
 import gluon_distill  # noqa: F401
 import mxnet as mx
 
-from conftest import SHARED_RACCOON, tool
+from conftest import SHARED_RACCOON, detect_output, tool
 
 PHOTOS = ['raccoon-1', 'raccoon-33']           # landscape 650 x 417, portrait 602 x 843
 VERIFY_PHOTOS = ['raccoon-1', 'raccoon-2', 'raccoon-3', 'raccoon-4']
@@ -103,20 +103,6 @@ def rcnn(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- readers
-
-def detect_output(stdout):
-    """``{path: [(class, score, box), ...]}`` of tools/detect.py's printed lines."""
-    found, current = {}, None
-    for line in stdout.splitlines():
-        if line.startswith('  ') and current is not None:
-            parts = line.split()
-            found[current].append((parts[0], float(parts[1]),
-                                   np.array([float(v) for v in parts[2:6]])))
-        elif ' detection' in line and ' -> ' in line:
-            current = line.split(': ')[0]
-            found[current] = []
-    return found
-
 
 def devkit_output(results_dir, classes):
     """``{image_id: [(class, score, box 0-based), ...]}`` of eval's devkit files."""
@@ -298,7 +284,7 @@ def test_box_clamp_on_every_path_of_an_early_student(student, tmp_path, capsys):
     from gluon_distill.config import DataConfig, EvalConfig
     from gluon_distill.data.datasets import load_split
     from gluon_distill.data.voc import DetectionDataset
-    from gluon_distill.distill.student import build_student_from_spec
+    from gluon_distill.models.student import build_student_from_spec
     from gluon_distill.export import image_input
     from gluon_distill.export.graph import RawSSD
     from gluon_distill.families import get_family
@@ -396,7 +382,7 @@ def test_faster_rcnn_onnx_is_refused_before_converting(rcnn, tmp_path, capsys, f
 
 def test_detect_draws_a_large_image_on_a_bounded_copy(tmp_path, capsys):
     from test_trust_detect import known_detector
-    from gluon_distill.distill.student import feature_shapes
+    from gluon_distill.models.student import feature_shapes
     from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
     params = known_detector(tmp_path / 'model')     # one detection: anchor 0 of the 4th map
     width, height = 4000, 3000

@@ -11,10 +11,10 @@ import mxnet as mx
 
 from conftest import tiny_config
 from gluon_distill.config import load_config
-from gluon_distill.data.augment import SSDTargetEncoder
+from gluon_distill.data.ssd_targets import SSDTargetEncoder
 from gluon_distill.data.datasets import build_datasets
 from gluon_distill.data.loader import TrainLoader
-from gluon_distill.distill.build import Teacher, plan_student
+from gluon_distill.models.teacher import Teacher, plan_student
 from gluon_distill.distill.fgfi import FGFIDistiller, imitation_mask
 from gluon_distill.families.ssd import SSDLoss, decode_box_targets, scale_anchors
 from gluon_distill.distill.methods import build_distillers, parse_methods

@@ -316,7 +316,7 @@ def test_params_of_another_architecture_raise_model_error(tmp_path, other):
     ('resnet101_v2', [256, 512, 512, 512, 256, 256]),
 ])
 def test_extra_networks_taps_at_512(network, channels):
-    from gluon_distill.distill.student import feature_shapes
+    from gluon_distill.models.student import feature_shapes
     net = build_ssd(resolve_arch(network, 512), VOC)
     initialize(net, mx.cpu())
     shapes = feature_shapes(net.features, 512, mx.cpu())

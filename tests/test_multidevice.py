@@ -11,7 +11,7 @@ from mxnet import autograd
 
 from conftest import REPO, tiny_config
 from gluon_distill.engine.bn_sync import average_device_copies
-from gluon_distill.evaluation.run import evaluate_params
+from gluon_distill.evaluate import evaluate_params
 from gluon_distill.models.ssd import build_ssd, initialize, resolve_arch
 from gluon_distill.training import train_detector
 

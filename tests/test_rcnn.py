@@ -7,7 +7,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config, tool
+from conftest import REPO, spy_distillation_plan, teacher_unchanged, tiny_config, tool
 from gluon_distill import config as config_module
 from gluon_distill.config import ConfigError, config_from, load_config
 from gluon_distill.distill.fgfi import imitation_mask
@@ -125,27 +125,10 @@ def test_resume_continues_the_run(teacher, synthetic_root, tmp_path):
 
 @pytest.fixture
 def spy_plan(monkeypatch):
-    """The (teacher, plan) of each distillation run, and the teacher's weights at load."""
-    family = get_family('faster_rcnn')
-    original = family.distillation_plan
-    seen = {}
-
-    def plan(cfg, classes, ctx):
-        t, p = original(cfg, classes, ctx)
-        seen['teacher'], seen['plan'] = t, p
-        seen['teacher_at_load'] = {k: v.data().copy() for k, v in
-                                   t.net.collect_params().items()}
-        seen['rpn_at_start'] = [v.data().copy() for v in
-                                p.net.rpn.collect_params().values()]
-        return t, p
-    monkeypatch.setattr(family, 'distillation_plan', plan)
-    return seen
-
-
-def _teacher_unchanged(seen):
-    now = seen['teacher'].net.collect_params()
-    return all(np.array_equal(now[k].data().asnumpy(), v.asnumpy())
-               for k, v in seen['teacher_at_load'].items())
+    """The (teacher, plan) of each distillation run, the teacher's weights at load and the
+    student's RPN at its start."""
+    return spy_distillation_plan(monkeypatch, 'faster_rcnn', lambda t, p: {
+        'rpn_at_start': [v.data().copy() for v in p.net.rpn.collect_params().values()]})
 
 
 def test_gan_distillation_stops_after_gan_epochs(teacher, synthetic_root, tmp_path, spy_plan):
@@ -156,7 +139,7 @@ def test_gan_distillation_stops_after_gan_epochs(teacher, synthetic_root, tmp_pa
     train = records(out)
     assert all('Loss_D' in r and 'RPN_Conf' in r for r in train if r['epoch'] == 0)
     assert all('Loss_D' not in r and 'RCNN_SmoothL1' in r for r in train if r['epoch'] == 1)
-    assert _teacher_unchanged(spy_plan)
+    assert teacher_unchanged(spy_plan)
     # student heads started as the teacher's (distill.init_head_from_teacher), then trained
     teacher_rpn = [v.data() for v in spy_plan['teacher'].net.rpn.collect_params().values()]
     assert all(np.array_equal(a.asnumpy(), b.asnumpy())
@@ -184,7 +167,7 @@ def test_each_method_runs_one_epoch(method, teacher, synthetic_root, tmp_path, s
     else:
         assert not any(k.startswith('Loss_') for r in train for k in r)
     assert (spy_plan['plan'].critic_adapters is not None) == narrow
-    assert _teacher_unchanged(spy_plan)
+    assert teacher_unchanged(spy_plan)
     capsys.readouterr()
     assert tool('eval')(['--params', str(out / 'student.params')]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == \
@@ -499,3 +482,26 @@ def test_gan_gradient_reaches_the_student_backbone_and_not_the_teacher(teacher, 
     assert moved['layer4'] == 0 and moved['rpn'] == 0, moved
     for k, p in t.net.collect_params().items():
         np.testing.assert_array_equal(p.data().asnumpy(), teacher_before[k], err_msg=k)
+
+
+def test_validation_builds_no_static_graph_beside_the_training_graph(synthetic_root, tmp_path,
+                                                                     monkeypatch):
+    """Faster R-CNN inputs change size with every image: a training run hybridizes without
+    static memory (GluonCV's default), so the inference graph validation builds does not keep
+    a memory plan of its own beside the training graph's (a peak of 2x GluonCV's,
+    bench/rcnn_memory.py); SSD keeps static memory."""
+    built = []
+    build_cache = mx.gluon.HybridBlock._build_cache
+
+    def spy(block, *args):
+        built.append((type(block).__name__, dict(block._flags)))
+        return build_cache(block, *args)
+    monkeypatch.setattr(mx.gluon.HybridBlock, '_build_cache', spy)
+    train_detector(rcnn_config(synthetic_root, tmp_path / 'run', **{
+        'train.ctx': 'cpu', 'train.batch_size': 16, 'model.width': 8}))
+    graphs = {name for name, _ in built}
+    assert {'RCNNTrainForward', 'FasterRCNN'} <= graphs, built  # trained, then validated
+    static = [(name, flags) for name, flags in built
+              if flags.get('static_alloc') or flags.get('static_shape')]
+    assert not static, static
+    assert get_family('ssd').hybridize_flags() == {'static_alloc': True, 'static_shape': True}

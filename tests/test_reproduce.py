@@ -167,7 +167,7 @@ def test_reproduce_tiny_coco_table_reports_ap(tmp_path):
     """A tiny Table 2 on the generated COCO set: a teacher and a GAN student; table2.csv holds
     COCO AP@[.5:.95] of best.params, what tools/eval.py reports."""
     from gluon_distill.data.synthetic_coco import make_synthetic_coco
-    from gluon_distill.evaluation.run import evaluate_params
+    from gluon_distill.evaluate import evaluate_params
     root = make_synthetic_coco(str(tmp_path / 'syn'), num_train=16, num_val=6,
                                size_range=(64, 96), seed=2)
     folder, runs, results = tmp_path / 'experiments', tmp_path / 'runs', tmp_path / 'results'

@@ -6,9 +6,11 @@
 * ``tools/eval.py --model DIR`` prints the ``.params``' mAP, within 0.001 (the stated
   tolerance; measured: equal), on generated data and on the raccoon photos for a distilled SSD
   student (ONNX and MXNet symbol) and for a Faster R-CNN through its symbol export (devkit
-  files identical);
-* ``tools/export.py --quantize int8`` writes a QDQ model whose post-processing stays float,
-  records its calibration and mAP verification, and removes it when the drop is too large;
+  files identical); COCO AP on COCO-format data;
+* ``tools/export.py --quantize int8`` calibrates on the source named (a folder of images, a VOC
+  or COCO root, the recorded training split), writes a QDQ model whose post-processing stays
+  float, records its calibration and mAP verification, and removes it when the drop is too
+  large;
 * the runtime's preprocessing is the evaluation's (GluonCV's SSD and Faster R-CNN transforms);
 * the tools' refusals.
 
@@ -26,7 +28,7 @@ import pytest
 import gluon_distill  # noqa: F401
 import mxnet as mx
 
-from conftest import REPO, SHARED_RACCOON, tiny_config, tool
+from conftest import REPO, SHARED_RACCOON, detect_output, tiny_config, tool
 
 BLOCKED = ('gluoncv', 'gluon_distill.training', 'gluon_distill.engine', 'gluon_distill.models',
            'gluon_distill.distill', 'gluon_distill.families', 'gluon_distill.data',
@@ -45,20 +47,6 @@ def last_metric(text):
     found = re.findall(r'^(?:mAP|AP)=([0-9.]+|nan)$', text, re.M)
     assert found, text[-2000:]
     return float(found[-1])
-
-
-def printed(stdout):
-    """``{path: [(class, score, box), ...]}`` of detect's printed lines."""
-    found, current = {}, None
-    for line in stdout.splitlines():
-        if line.startswith('  ') and current is not None:
-            parts = line.split()
-            found[current].append((parts[0], float(parts[1]),
-                                   np.array([float(v) for v in parts[2:6]])))
-        elif ' detection' in line and ' -> ' in line:
-            current = line.split(': ')[0]
-            found[current] = []
-    return found
 
 
 def same_detections(a, b, score_tol=1e-3, box_tol=0.15):
@@ -139,7 +127,7 @@ def test_detect_model_runs_with_the_runtime_alone(synthetic_export, fmt, blocked
     capsys.readouterr()
     assert tool('detect')(['--params', str(synthetic_export['params']), '--thresh', '0.05',
                            '--out', str(tmp_path / 'ref')] + images) == 0
-    reference = printed(capsys.readouterr().out)
+    reference = detect_output(capsys.readouterr().out)
     assert sum(len(d) for d in reference.values()) > 0
     code = ('from gluon_distill.commands.detect import main\n'
             'status = main({args!r})\n'
@@ -164,7 +152,7 @@ def test_detect_model_runs_with_the_runtime_alone(synthetic_export, fmt, blocked
                'gluon_distill.io_utils', 'gluon_distill.progress', 'gluon_distill.config')
     assert all(m in allowed or m.startswith('gluon_distill.runtime') or m.startswith('mxnet')
                for m in loaded), loaded
-    same_detections(reference, printed(res.stdout))
+    same_detections(reference, detect_output(res.stdout))
     for path in images:
         name = os.path.splitext(os.path.basename(path))[0] + '.png'
         assert (tmp_path / 'out' / name).is_file()
@@ -202,6 +190,27 @@ def test_eval_model_prints_the_params_map_on_generated_data(synthetic_export, ca
     for fmt in ('onnx', 'mxnet'):
         got = run_eval(['--model', str(synthetic_export['export']), '--format', fmt], capsys)
         assert abs(got - ref) <= MAP_TOL, (fmt, got, ref)
+
+
+def test_eval_model_prints_the_params_coco_ap(synthetic_export, tmp_path, capsys):
+    """On COCO-format data (a COCO JSON given with --set) the export prints the .params' COCO
+    AP, and --out writes the same COCO results file."""
+    from gluon_distill.data.synthetic_coco import make_synthetic_coco
+    root = make_synthetic_coco(str(tmp_path / 'coco'), num_train=4, num_val=12,
+                               size_range=(96, 128), seed=5)
+    sets = ['--set', 'data.format=coco',
+            '--set', 'data.annotations=' + os.path.join(root, 'annotations', 'instances_val.json'),
+            '--set', 'data.images=' + os.path.join(root, 'JPEGImages')]
+    ref = run_eval(['--params', str(synthetic_export['params']), '--out', str(tmp_path / 'a')]
+                   + sets, capsys)
+    assert ref > 0
+    got = run_eval(['--model', str(synthetic_export['export']), '--out', str(tmp_path / 'b')]
+                   + sets, capsys)
+    assert abs(got - ref) <= MAP_TOL, (got, ref)
+    a, b = (json.loads((tmp_path / d / 'results.json').read_text()) for d in 'ab')
+    assert len(a) == len(b) > 0
+    assert [(r['image_id'], r['category_id']) for r in a] == \
+        [(r['image_id'], r['category_id']) for r in b]
 
 
 def test_preprocessing_is_the_evaluations():
@@ -283,6 +292,45 @@ def test_eval_model_of_a_faster_rcnn_symbol_export(tmp_path, capsys):
     # the runtime picks the symbol files: a Faster R-CNN has no ONNX
     from gluon_distill.runtime import Detector
     assert Detector(str(out)).format == 'mxnet'
+
+
+def test_calibration_images_come_from_the_source_named(synthetic_root, tmp_path):
+    """--calibration DIR: a folder of images (searched recursively), a VOC root or a COCO root
+    (the images of its training split); without it, the training split recorded in
+    model.json; a seeded sample of --calibration-images of them, the source described."""
+    import shutil
+    from gluon_distill.data.synthetic_coco import make_synthetic_coco
+    from gluon_distill.data.voc import load_voc_records
+    from gluon_distill.export.quantize import calibration_images
+    records, classes, _ = load_voc_records(synthetic_root, 'train')
+    train = {r.image_path for r in records}
+    info = {'classes': classes, 'data': {'root': synthetic_root, 'train_split': 'train',
+                                         'val_split': 'val'}}
+    paths, what = calibration_images(info, None, 10)
+    assert len(paths) == 10 and set(paths) <= train and paths == sorted(paths)
+    assert what.startswith('10 of {} images'.format(len(train))) and "split 'train'" in what
+    assert calibration_images(info, None, 10) == (paths, what)           # seeded
+    paths, what = calibration_images({}, synthetic_root, 1000)
+    assert set(paths) == train and 'training split of the VOC root' in what
+    made = make_synthetic_coco(str(tmp_path / 'made'), num_train=6, num_val=4,
+                               size_range=(64, 80), seed=1)
+    coco = tmp_path / 'coco'                       # only the COCO layout: annotations/*.json
+    shutil.copytree(os.path.join(made, 'annotations'), str(coco / 'annotations'))
+    shutil.copytree(os.path.join(made, 'JPEGImages'), str(coco / 'JPEGImages'))
+    paths, what = calibration_images({}, str(coco), 100)
+    assert len(paths) == 6 and 'training split of the COCO root' in what, what
+    photos = tmp_path / 'photos'
+    (photos / 'sub').mkdir(parents=True)
+    shutil.copy(paths[0], str(photos / 'a.jpg'))
+    shutil.copy(paths[1], str(photos / 'sub' / 'b.png'))
+    (photos / 'notes.txt').write_text('not an image')
+    paths, what = calibration_images({}, str(photos), 100)
+    assert paths == [str(photos / 'a.jpg'), str(photos / 'sub' / 'b.png')]
+    assert 'the images in' in what
+    with pytest.raises(ValueError, match='no such folder'):
+        calibration_images({}, str(tmp_path / 'missing'), 10)
+    with pytest.raises(ValueError, match='--calibration DIR'):
+        calibration_images({'classes': classes}, None, 10)
 
 
 def test_int8_export_is_calibrated_verified_and_evaluated(raccoon_student, tmp_path, capsys):

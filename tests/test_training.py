@@ -18,6 +18,7 @@ from gluon_distill.engine.checkpoint import read_checkpoint
 from gluon_distill.engine.steps import DetectionStep, make_trainer
 from gluon_distill.models.ssd import anchors_of, build_ssd, initialize, resolve_arch
 from gluon_distill.families import as_device_batch
+from gluon_distill.families.ssd import SSDLoss
 from gluon_distill.training import train_detector
 
 
@@ -46,9 +47,9 @@ def test_two_cpu_contexts_match_one_context(synthetic_root, tmp_path):
         p1.set_data(p2.data(mx.cpu(0)))
 
     step2 = DetectionStep(net2, two, make_trainer(net2.collect_params(), 'sgd', lr=0.1,
-                                                  kvstore='device'))
+                                                  kvstore='device'), SSDLoss())
     step1 = DetectionStep(net1, [mx.cpu(0)], make_trainer(net1.collect_params(), 'sgd', lr=0.1,
-                                                          kvstore=None))
+                                                          kvstore=None), SSDLoss())
     shards2 = split_batch(batch, two)
     # the same two shards, both on one device
     shards1 = [[x.as_in_context(mx.cpu(0)) for x in part] for part in shards2]

@@ -39,6 +39,25 @@ def training_parser(module_doc, prog, argv, base, faster_rcnn=False, teacher=Fal
     return parser
 
 
+def family_recipe(family, refusal):
+    """``(recipe, recipe_config)`` of the training command of a family with a GluonCV recipe
+    (``RECIPE`` of ``gluon_distill.families.<family>``): ``recipe()`` is that recipe as a
+    config; ``recipe_config(args)`` the recipe, then ``--config``, ``--set`` and the flags,
+    refused with ``refusal`` (formatted with the family asked for) when ``model.family``
+    names another family."""
+    def recipe():
+        import importlib
+        from ..config import config_from
+        return config_from(importlib.import_module('..families.' + family, __package__).RECIPE)
+
+    def recipe_config(args):
+        cfg = config_from_args(args, base=recipe())
+        if cfg.model.family != family:
+            raise ConfigError(refusal.format(cfg.model.family))
+        return cfg
+    return recipe, recipe_config
+
+
 def print_config(resolve):
     """``--print-config``: the YAML of ``resolve()`` on stdout; exit status."""
     def run():

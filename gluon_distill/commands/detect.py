@@ -39,16 +39,21 @@ from ..cli import Parser, run_tool
 RUNTIME_FORMATS = ('onnx', 'int8', 'mxnet')
 
 
-def build_parser(prog=None, argv=None):
-    parser = Parser(prog=prog, description=__doc__)
+def add_model_arguments(parser, model_help):
+    """``--params FILE``, ``--model DIR`` (``model_help``) and ``--format``: what detect and
+    eval run, a trained detector or an export folder (checked by :func:`check_model_args`)."""
     parser.add_argument('--params', metavar='FILE',
                         help='.params file with model.json beside it (or --model)')
-    parser.add_argument('--model', metavar='DIR',
-                        help='an export folder (deploy.json + model files): run it with '
-                             'gluon_distill.runtime instead of a .params')
+    parser.add_argument('--model', metavar='DIR', help=model_help)
     parser.add_argument('--format', choices=RUNTIME_FORMATS, metavar='FORMAT',
                         help='with --model: onnx (model.onnx), int8 (model-int8.onnx) or '
                              'mxnet (the symbol files) (default: onnx if there, else mxnet)')
+
+
+def build_parser(prog=None, argv=None):
+    parser = Parser(prog=prog, description=__doc__)
+    add_model_arguments(parser, 'an export folder (deploy.json + model files): run it with '
+                                'gluon_distill.runtime instead of a .params')
     parser.add_argument('images', nargs='+', metavar='IMAGE',
                         help='an image file, or a folder of them')
     parser.add_argument('--out', default='detections', metavar='DIR',

@@ -29,18 +29,13 @@ tools/eval.py is the same command.
 """
 
 from ..cli import Parser, run_tool
+from .detect import add_model_arguments, check_model_args
 
 
 def build_parser(prog=None, argv=None):
     parser = Parser(prog=prog, description=__doc__)
-    parser.add_argument('--params', metavar='FILE',
-                        help='.params file with model.json beside it (or --model)')
-    parser.add_argument('--model', metavar='DIR',
-                        help='an export folder (deploy.json + model files): evaluate its files '
-                             'run by gluon_distill.runtime')
-    parser.add_argument('--format', choices=('onnx', 'int8', 'mxnet'), metavar='FORMAT',
-                        help='with --model: onnx (model.onnx), int8 (model-int8.onnx) or '
-                             'mxnet (the symbol files) (default: onnx if there, else mxnet)')
+    add_model_arguments(parser, 'an export folder (deploy.json + model files): evaluate its '
+                                'files run by gluon_distill.runtime')
     parser.add_argument('--data-root', metavar='DIR',
                         help='VOC root, GluonCV VOC root, COCO root or synthetic (default: the '
                              'data the model was trained on)')
@@ -70,11 +65,7 @@ def build_parser(prog=None, argv=None):
 def main(argv=None, prog=None):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if bool(args.params) == bool(args.model):
-        parser.error('give --params FILE (a trained detector) or --model DIR (an export '
-                     'folder), not {}'.format('both' if args.params else 'neither'))
-    if args.format and not args.model:
-        parser.error('--format chooses the files of an export folder: use it with --model DIR')
+    check_model_args(parser, args)
     if args.model and args.nms_thresh is not None:
         parser.error('--nms-thresh: an export folder runs the NMS of its graph (deploy.json '
                      '"nms"); export again with --nms-thresh to change it')
@@ -89,7 +80,7 @@ def main(argv=None, prog=None):
                                        overrides=args.set)
             print(table)
             return
-        from ..evaluation.run import evaluate_params
+        from ..evaluate import evaluate_params
         _, table = evaluate_params(args.params, args.data_root, args.split, args.ctx,
                                    args.batch_size, args.out, args.num_workers,
                                    nms_thresh=args.nms_thresh, iou_thresh=args.iou_thresh,

@@ -70,8 +70,8 @@ def main(argv=None, prog=None):
 
     def run():
         if args.report:
-            from ..reproduce import write_report
-            return write_report(args.out or 'docs/results.md', args.evidence, args.demo)
+            from ..results_page import write_results_page
+            return write_results_page(args.out or 'docs/results.md', args.evidence, args.demo)
         from ..reproduce import reproduce_table
         reproduce_table(args.table, experiments_folder(args.table, args.experiments),
                         args.methods, args.ctx, args.out or 'results', args.set, args.dry_run)

@@ -16,24 +16,11 @@ files. The last line printed says which epoch each file holds. Every flag is a c
 (docs/config.md). tools/train_rcnn.py is the same command.
 """
 
-from ._training import report_outputs, training_main, training_parser
+from ._training import family_recipe, report_outputs, training_main, training_parser
 
-
-def recipe():
-    """GluonCV's Faster R-CNN VOC recipe as a config."""
-    from ..config import config_from
-    from ..families.faster_rcnn import RECIPE
-    return config_from(RECIPE)
-
-
-def recipe_config(args):
-    """GluonCV's Faster R-CNN VOC recipe, then ``--config``, ``--set`` and the flags."""
-    from ..config import ConfigError, config_from_args
-    cfg = config_from_args(args, base=recipe())
-    if cfg.model.family != 'faster_rcnn':
-        raise ConfigError('model.family is {!r}: train-rcnn trains Faster R-CNN (use train '
-                          'for SSD)'.format(cfg.model.family))
-    return cfg
+# GluonCV's Faster R-CNN VOC recipe as a config; the recipe, then --config, --set and the flags
+recipe, recipe_config = family_recipe(
+    'faster_rcnn', 'model.family is {!r}: train-rcnn trains Faster R-CNN (use train for SSD)')
 
 
 def build_parser(prog=None, argv=None):

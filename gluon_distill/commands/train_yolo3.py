@@ -20,24 +20,12 @@ files. The last line printed says which epoch each file holds. Every flag is a c
 --set model.family=yolo3 trains the same network on the config's own schedule.
 """
 
-from ._training import report_outputs, training_main, training_parser
+from ._training import family_recipe, report_outputs, training_main, training_parser
 
-
-def recipe():
-    """GluonCV's YOLOv3 VOC recipe as a config."""
-    from ..config import config_from
-    from ..families.yolo3 import RECIPE
-    return config_from(RECIPE)
-
-
-def recipe_config(args):
-    """GluonCV's YOLOv3 recipe, then ``--config``, ``--set`` and the flags."""
-    from ..config import ConfigError, config_from_args
-    cfg = config_from_args(args, base=recipe())
-    if cfg.model.family != 'yolo3':
-        raise ConfigError('model.family is {!r}: train-yolo3 trains YOLOv3 (use train for SSD, '
-                          'train-rcnn for Faster R-CNN)'.format(cfg.model.family))
-    return cfg
+# GluonCV's YOLOv3 VOC recipe as a config; the recipe, then --config, --set and the flags
+recipe, recipe_config = family_recipe(
+    'yolo3', 'model.family is {!r}: train-yolo3 trains YOLOv3 (use train for SSD, train-rcnn '
+             'for Faster R-CNN)')
 
 
 def build_parser(prog=None, argv=None):

@@ -243,12 +243,3 @@ class Normalizer:
         mean, std = self._consts[ctx]
         x = images.astype('float32').transpose((0, 3, 1, 2))
         return mx.nd.broadcast_div(mx.nd.broadcast_sub(x, mean), std)
-
-
-def __getattr__(name):
-    # SSDTargetEncoder and SSDTrainTransform moved to .ssd_targets (which imports this module,
-    # hence the lazy lookup); old imports from here keep working.
-    if name in ('SSDTargetEncoder', 'SSDTrainTransform'):
-        from . import ssd_targets
-        return getattr(ssd_targets, name)
-    raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))

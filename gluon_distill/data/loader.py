@@ -10,6 +10,7 @@ Every loader of the package is a :class:`DataLoader`: MXNet's, whose worker proc
 quietly when the process that started them is gone (killed with SIGKILL, say) instead of
 printing a ``BrokenPipeError`` traceback for the batch they can no longer hand over.
 """
+from collections import namedtuple
 import multiprocessing.pool
 import os
 import random
@@ -148,21 +149,98 @@ class EpochSampler(gluon.data.Sampler):
         return self._length
 
 
-def train_batch_sampler(length, batch_size, seed=0, shuffle=True):
+def shard_indices(n, rank, world, seed, epoch, batch_size=None, shuffle=True):
+    """The training images of worker ``rank`` for ``epoch``, in the order it reads them.
+
+    All workers draw the same permutation of ``range(n)``, seeded by ``(seed, epoch)`` as a
+    one-process run does (``world == 1`` gives exactly its order). The permutation is cut into
+    global batches of ``batch_size`` (default: ``world``, one image per worker); the incomplete
+    last global batch is **dropped**, as the one-process loader drops it, so every worker reads
+    the same number of images, no image twice, and worker ``r``'s ``k``-th local batch is the
+    ``r``-th slice of the one-process run's ``k``-th batch: 2 workers with one device each
+    compute what one process with two devices computes. Dropped images change with the epoch.
+
+    Parameters
+    ----------
+    n : int
+        Number of training images.
+    rank, world : int
+        This worker, and the number of workers.
+    seed, epoch : int
+        The run's seed and the epoch (the order changes every epoch).
+    batch_size : int or None
+        The global batch size, a multiple of ``world``.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``(n // batch_size) * batch_size // world`` indices.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
+    batch_size = world if batch_size is None else int(batch_size)
+    if batch_size < world or batch_size % world:
+        raise ValueError('the global batch size {} does not split evenly over {} workers'
+                         .format(batch_size, world))
+    order = epoch_order(n, seed, epoch, shuffle)
+    num_batches = n // batch_size
+    local = batch_size // world
+    blocks = order[:num_batches * batch_size].reshape(num_batches, world, local)
+    return blocks[:, rank, :].reshape(-1).astype(np.int64)
+
+
+class ShardSampler(gluon.data.Sampler):
+    """:class:`EpochSampler` for one worker: yields
+    ``epoch * length + index`` for the indices of :func:`shard_indices`, so the per-sample
+    augmentation seed (seed, epoch, index) does not depend on which worker reads an image.
+    Batch it with the local batch size ``batch_size // world`` (``last_batch='discard'``
+    never drops anything: the shard is a whole number of local batches)."""
+
+    def __init__(self, length, rank, world, batch_size, seed=0, shuffle=True):
+        self._length = length
+        self._rank, self._world = rank, world
+        self._batch_size = batch_size
+        self._seed = seed
+        self._shuffle = shuffle
+        self.epoch = 0
+        shard_indices(length, rank, world, seed, 0, batch_size, shuffle)  # validate early
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        indices = shard_indices(self._length, self._rank, self._world, self._seed, self.epoch,
+                                self._batch_size, self._shuffle)
+        return iter((self.epoch * self._length + indices).tolist())
+
+    def __len__(self):
+        return self._length // self._batch_size * (self._batch_size // self._world)
+
+
+def val_shard(n, rank, world):
+    """The validation images of worker ``rank``: contiguous, in dataset order, every image in
+    exactly one shard (shards differ in length by at most one; nothing is padded, so no image
+    is counted twice)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
+    return np.array_split(np.arange(n, dtype=np.int64), world)[rank]
+
+
+def train_batch_sampler(length, batch_size, seed=0, shuffle=True, world=(0, 1)):
     """``(sampler, batch_sampler)`` of a training loader whose global batch is
-    ``batch_size``: the :class:`EpochSampler` in batches of ``batch_size``, or in a
-    distributed job (:func:`~gluon_distill.engine.distributed.world`) this worker's
-    :class:`~gluon_distill.engine.distributed.ShardSampler` in local batches of ``batch_size //
-    workers`` (every image once per epoch over all workers, the same per-sample augmentation
-    seeds as one process). Incomplete last batches are dropped. ``sampler.set_epoch(e)``
-    before each epoch. Every family's training loader should draw its batches from here."""
-    from ..engine import distributed as D
-    rank, world = D.world()
-    if world == 1:
+    ``batch_size``: the :class:`EpochSampler` in batches of ``batch_size``, or for worker
+    ``rank`` of a distributed job of ``workers`` processes (``world=(rank, workers)``, as
+    :func:`~gluon_distill.engine.distributed.world` gives it) its :class:`ShardSampler` in
+    local batches of ``batch_size // workers`` (every image once per epoch over all workers,
+    the same per-sample augmentation seeds as one process). Incomplete last batches are
+    dropped. ``sampler.set_epoch(e)`` before each epoch. Every family's training loader should
+    draw its batches from here."""
+    rank, workers = world
+    if workers == 1:
         sampler = EpochSampler(length, seed, shuffle)
         return sampler, gluon.data.BatchSampler(sampler, batch_size, 'discard')
-    sampler = D.ShardSampler(length, rank, world, batch_size, seed, shuffle)
-    return sampler, gluon.data.BatchSampler(sampler, batch_size // world, 'discard')
+    sampler = ShardSampler(length, rank, workers, batch_size, seed, shuffle)
+    return sampler, gluon.data.BatchSampler(sampler, batch_size // workers, 'discard')
 
 
 class SeededTransformDataset(gluon.data.Dataset):
@@ -249,6 +327,23 @@ class DevicePrepare:
         return images, cls_targets, box_targets
 
 
+DeviceBatch = namedtuple('DeviceBatch', ['images', 'inputs', 'targets'])
+DeviceBatch.__doc__ = """One training batch split over the devices.
+
+``images``: per device, ``(B_d, 3, H, W)``. ``inputs``: a tuple of per-device lists the
+training forward takes after the images (SSD: none; a two-stage detector: its ground-truth
+boxes). ``targets``: a tuple of per-device lists the family's loss takes (SSD:
+``cls_targets (B_d, N)``, ``box_targets (B_d, N, 4)``)."""
+
+
+def as_device_batch(prepared):
+    """A loader's prepared batch as a :class:`DeviceBatch`; a plain tuple ``(images, *targets)``
+    (the SSD loaders' form) has no forward inputs."""
+    if isinstance(prepared, DeviceBatch):
+        return prepared
+    return DeviceBatch(prepared[0], (), tuple(prepared[1:]))
+
+
 PIPELINES = ('fast', 'gluoncv')
 
 
@@ -263,12 +358,12 @@ class TrainLoader:
     them. ``prepare(batch)`` gives per-device ``images (B, 3, S, S)``, ``cls_targets (B, N)``
     (0 = background), ``box_targets (B, N, 4)``. Incomplete last batches are dropped so every
     device gets an equal shard every step. ``batch_size`` is the global batch: in a
-    distributed job each worker reads its shard in batches of ``batch_size // workers``
-    (:func:`train_batch_sampler`).
+    distributed job (``world=(rank, workers)``) each worker reads its shard in batches of
+    ``batch_size // workers`` (:func:`train_batch_sampler`).
     """
 
     def __init__(self, dataset, data_shape, anchors, batch_size, mean, std, ctx_list=None,
-                 seed=0, num_workers=0, pipeline='gluoncv'):
+                 seed=0, num_workers=0, pipeline='gluoncv', world=(0, 1)):
         if pipeline not in PIPELINES:
             raise ValueError('data.pipeline: expected one of {}, got {!r}'.format(PIPELINES,
                                                                               pipeline))
@@ -295,7 +390,8 @@ class TrainLoader:
                                                  mean=tuple(mean), std=tuple(std))
             batchify = Tuple(Stack(), Stack(), Stack())
             self.prepare = DevicePrepare(ctx_list)
-        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
+        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed,
+                                                          world=world)
         self.loader = DataLoader(
             SeededTransformDataset(source, transform, seed), batch_sampler=batch_sampler,
             batchify_fn=batchify, num_workers=num_workers)

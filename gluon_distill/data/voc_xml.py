@@ -16,7 +16,6 @@ import numpy as np
 
 from .image_checks import checked_image_size
 from .records import Record
-from .report import normalize_class_name  # noqa: F401  (importable from here as before)
 
 IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.JPG', '.PNG', '.JPEG')
 

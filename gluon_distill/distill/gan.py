@@ -5,7 +5,7 @@ The method, as a module the training step plugs in:
 * what is recorded: the teacher's SSD feature maps and the student's (after its adapters),
   paired by scale (:attr:`GANDistiller.pairs`);
 * how they are connected: the student's adapters (owned by the student, see
-  :mod:`gluon_distill.distill.student`);
+  :mod:`gluon_distill.models.student`);
 * the auxiliary update per batch: ``n_critic`` critic updates on the detached student maps;
 * what loss is applied: Eq. 1 of the paper, a WGAN objective. The critic lowers its score on
   teacher maps: ``Loss_D = mean D(teacher) - mean D(student)``; the student lowers
@@ -22,7 +22,7 @@ import mxnet as mx
 from mxnet import autograd
 from ..engine.steps import make_trainer
 from .critics import CRITIC_BATCHES, CRITICS, CriticSet, clip_weights
-from .step import Distiller, DistillStep, StudentForward  # noqa: F401 (former home)
+from .step import Distiller
 
 
 class GANDistiller(Distiller):

@@ -6,7 +6,7 @@ Loss added to the student's detection loss::
     weight * sum_k mean_{b, c, h, w} (teacher_k - student_k)^2
 
 ``student_k`` is the student's map after its 1x1 adapters (the teacher's channels; see
-:mod:`gluon_distill.distill.student`), so the method needs no layer of its own. Built from
+:mod:`gluon_distill.models.student`), so the method needs no layer of its own. Built from
 ``distill.mimic.*`` by :func:`build`.
 """
 import mxnet as mx

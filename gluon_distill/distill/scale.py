@@ -2,7 +2,7 @@
 
 Eq. 1 has no weight on the adversarial term, so the critics' scale alone sets how strongly it
 pulls against the SSD loss (docs/method-notes.md). :func:`critic_scale` trains the critics of
-a :class:`~gluon_distill.distill.gan.DistillStep` for a few steps on one batch (student and
+a :class:`~gluon_distill.distill.step.DistillStep` for a few steps on one batch (student and
 teacher frozen) and reports, per scale, the Wasserstein estimate ``W_k`` and the ratio of the
 adversarial gradient's norm to the SSD loss gradient's norm on the student's feature extractor
 (backbone + adapters), both as the training step computes them.
@@ -12,7 +12,7 @@ import math
 import mxnet as mx
 from mxnet import autograd
 
-from ..families.base import as_device_batch
+from ..data.loader import as_device_batch
 
 
 def _grad_norm(params):
@@ -99,7 +99,7 @@ def random_pair(teacher_net, student_net, size, classes, ctx, seed=0):
     import numpy as np
     from ..config import ModelConfig, IMAGENET_MEAN, IMAGENET_STD
     from ..models.ssd import anchors_of, build_ssd, initialize, resolve_arch
-    from .build import Teacher, plan_student
+    from ..models.teacher import Teacher, plan_student
     mx.random.seed(seed)
     np.random.seed(seed)
     arch = resolve_arch(teacher_net, size)
@@ -132,7 +132,8 @@ def pair_step(teacher, plan, ctx, gan_cfg):
     """The DistillStep ``train_distilled`` wires for a pair, with the critics of ``gan_cfg``
     (a ``distill.gan`` section)."""
     from ..engine.steps import make_trainer
-    from .gan import GANDistiller, DistillStep
+    from .gan import GANDistiller
+    from .step import DistillStep
     g = gan_cfg
     distiller = GANDistiller(plan.pairs, plan.sizes, ctx, g.critic_width, g.clip, g.critic_lr,
                              g.critic_beta1, g.n_critic, g.adv_weight, g.epochs,

@@ -12,9 +12,8 @@ import numpy as np
 
 import mxnet as mx
 from mxnet import autograd
-from ..data.loader import DevicePrepare
+from ..data.loader import DevicePrepare, as_device_batch
 from ..engine.steps import worker_mean_host  # the sync (averaged over distributed workers)
-from ..families.base import as_device_batch
 from ..families.ssd import SSDFeatureForward, SSDLoss
 
 
@@ -106,10 +105,6 @@ class Distiller:
         over the devices), logged beside the loss with the same host synchronisation (a late
         loss's with the next one): e.g. the unweighted ``cosine_length``."""
         return {}
-
-
-# former name of the SSD family's feature forward (kept for imports of earlier versions)
-StudentForward = SSDFeatureForward
 
 
 class DistillStep:

@@ -9,8 +9,9 @@ this module gives it
   one KVStore's keys otherwise);
 * :func:`world`, :func:`is_writer`: ``(rank, num_workers)``, and whether this process writes
   files (rank 0);
-* :func:`shard_indices`, :class:`ShardSampler`, :func:`val_shard`: which images this worker
-  reads;
+* which images this worker reads: :func:`~gluon_distill.data.loader.shard_indices`,
+  :class:`~gluon_distill.data.loader.ShardSampler`, :func:`~gluon_distill.data.loader.val_shard`
+  (the loaders take ``world()``);
 * :func:`all_gather_object`, :func:`broadcast_object`, :func:`allreduce`,
   :func:`average_worker_statistics`, :func:`evaluate_sharded`: results and statistics exchanged between workers.
 
@@ -293,84 +294,6 @@ def is_writer():
     return world()[0] == 0
 
 
-def shard_indices(n, rank, world, seed, epoch, batch_size=None, shuffle=True):
-    """The training images of worker ``rank`` for ``epoch``, in the order it reads them.
-
-    All workers draw the same permutation of ``range(n)``, seeded by ``(seed, epoch)`` as a
-    one-process run does (``world == 1`` gives exactly its order). The permutation is cut into
-    global batches of ``batch_size`` (default: ``world``, one image per worker); the incomplete
-    last global batch is **dropped**, as the one-process loader drops it, so every worker reads
-    the same number of images, no image twice, and worker ``r``'s ``k``-th local batch is the
-    ``r``-th slice of the one-process run's ``k``-th batch: 2 workers with one device each
-    compute what one process with two devices computes. Dropped images change with the epoch.
-
-    Parameters
-    ----------
-    n : int
-        Number of training images.
-    rank, world : int
-        This worker, and the number of workers.
-    seed, epoch : int
-        The run's seed and the epoch (the order changes every epoch).
-    batch_size : int or None
-        The global batch size, a multiple of ``world``.
-
-    Returns
-    -------
-    numpy.ndarray of int64
-        ``(n // batch_size) * batch_size // world`` indices.
-    """
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
-    batch_size = world if batch_size is None else int(batch_size)
-    if batch_size < world or batch_size % world:
-        raise ValueError('the global batch size {} does not split evenly over {} workers'
-                         .format(batch_size, world))
-    from ..data.loader import epoch_order
-    order = epoch_order(n, seed, epoch, shuffle)
-    num_batches = n // batch_size
-    local = batch_size // world
-    blocks = order[:num_batches * batch_size].reshape(num_batches, world, local)
-    return blocks[:, rank, :].reshape(-1).astype(np.int64)
-
-
-class ShardSampler(gluon.data.Sampler):
-    """:class:`~gluon_distill.data.loader.EpochSampler` for one worker: yields
-    ``epoch * length + index`` for the indices of :func:`shard_indices`, so the per-sample
-    augmentation seed (seed, epoch, index) does not depend on which worker reads an image.
-    Batch it with the local batch size ``batch_size // world`` (``last_batch='discard'``
-    never drops anything: the shard is a whole number of local batches)."""
-
-    def __init__(self, length, rank, world, batch_size, seed=0, shuffle=True):
-        self._length = length
-        self._rank, self._world = rank, world
-        self._batch_size = batch_size
-        self._seed = seed
-        self._shuffle = shuffle
-        self.epoch = 0
-        shard_indices(length, rank, world, seed, 0, batch_size, shuffle)  # validate early
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __iter__(self):
-        indices = shard_indices(self._length, self._rank, self._world, self._seed, self.epoch,
-                                self._batch_size, self._shuffle)
-        return iter((self.epoch * self._length + indices).tolist())
-
-    def __len__(self):
-        return self._length // self._batch_size * (self._batch_size // self._world)
-
-
-def val_shard(n, rank, world):
-    """The validation images of worker ``rank``: contiguous, in dataset order, every image in
-    exactly one shard (shards differ in length by at most one; nothing is padded, so no image
-    is counted twice)."""
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError('rank {} is not in [0, {})'.format(rank, world))
-    return np.array_split(np.arange(n, dtype=np.int64), world)[rank]
-
-
 # ------------------------------------------------------------------ exchanging between workers
 
 def _gather_kv():
@@ -529,10 +452,11 @@ def average_worker_statistics(block):
 def evaluate_sharded(family, net, dataset, inputs, ctx, eval_cfg, classes, evaluator=None,
                      num_workers=0):
     """:meth:`DetectorFamily.evaluate <gluon_distill.families.base.DetectorFamily.evaluate>`
-    with each worker predicting its :func:`val_shard` of ``dataset``: the predictions are
-    gathered and fed to ``evaluator`` (default VOC07 at ``eval_cfg.iou_thresh``) in dataset
-    order on every worker, so every worker gets the result one process gets on the whole
-    set. Returns ``(result, evaluator)``."""
+    with each worker predicting its :func:`~gluon_distill.data.loader.val_shard` of
+    ``dataset``: the predictions are gathered and fed to ``evaluator`` (default VOC07 at
+    ``eval_cfg.iou_thresh``) in dataset order on every worker, so every worker gets the result
+    one process gets on the whole set. Returns ``(result, evaluator)``."""
+    from ..data.loader import val_shard
     from ..data.voc import DetectionDataset
     from ..evaluation.inference import score_predictions
 

@@ -3,9 +3,8 @@ import numpy as np
 
 import mxnet as mx
 from mxnet import autograd, gluon
-from ..data.loader import DevicePrepare
+from ..data.loader import DevicePrepare, as_device_batch
 from . import distributed as D
-from ..families.base import as_device_batch
 
 
 def make_trainer(params, optimizer='sgd', lr=1e-3, momentum=0.9, wd=5e-4, kvstore='device',
@@ -69,22 +68,21 @@ class DetectionStep:
 
     ``run_step(batch)`` puts the batch on the devices with ``prepare`` (default: a batch of
     ``(images, cls_targets, box_targets)`` split over ``ctx_list``; any
-    :class:`~gluon_distill.families.DeviceBatch`), runs ``forward`` (default: ``net``) on every
-    device, computes the family's ``loss`` (default: the SSD multibox loss,
-    :class:`~gluon_distill.families.ssd.SSDLoss`: softmax cross-entropy with 3:1 hard negative
-    mining, smooth L1, normalised by the positives of the whole batch, counted on the devices),
-    back-propagates, and applies the update unless a loss is not finite. One host
-    synchronisation per step (the logged losses, which also decide the non-finite guard).
+    :class:`~gluon_distill.data.loader.DeviceBatch`), runs ``forward`` (default: ``net``) on
+    every device, computes the family's ``loss`` (:meth:`DetectorFamily.loss
+    <gluon_distill.families.base.DetectorFamily.loss>`: SSD's is
+    :class:`~gluon_distill.families.ssd.SSDLoss`, the multibox loss), back-propagates, and
+    applies the update unless a loss is not finite. One host synchronisation per step (the
+    logged losses, which also decide the non-finite guard).
     Returns host floats: each loss part (SSD: ``CrossEntropy``, ``SmoothL1``), their sum
     ``loss``, and ``finite``, ``batch_size``.
     """
 
-    def __init__(self, net, ctx_list, trainer, loss=None, prepare=None, forward=None):
-        from ..families.ssd import SSDLoss
+    def __init__(self, net, ctx_list, trainer, loss, prepare=None, forward=None):
         self.net = net
         self.ctx_list = list(ctx_list)
         self.trainer = trainer
-        self.loss = loss or SSDLoss()
+        self.loss = loss
         self.prepare = prepare or DevicePrepare(ctx_list)
         self.forward = forward or net
 

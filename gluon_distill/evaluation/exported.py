@@ -23,9 +23,8 @@ from ..data.datasets import load_split, resolve_root
 from ..data.images import read_image
 from ..io_utils import ensure_writable_dir
 from ..runtime import DeployError, Detector, read_deploy
-from .coco import COCOEvaluator, format_coco_table
+from .coco import COCOEvaluator
 from .inference import score_predictions
-from .voc07 import format_ap_table, save_metrics_json
 
 
 def recorded_spec(model_dir, info=None):
@@ -84,7 +83,7 @@ def evaluate_export(model_dir, data_root=None, split=None, format=None, batch_si
                     threads=None, detector=None):
     """VOC07 mAP (or, on COCO data, COCO AP) of the export in ``model_dir`` run by the
     runtime (``format``: onnx, int8, mxnet; default the first present); returns ``(result,
-    table_text)`` as :func:`~gluon_distill.evaluation.run.evaluate_params` does. The NMS is
+    table_text)`` as :func:`~gluon_distill.evaluate.evaluate_params` does. The NMS is
     the exported graph's (``deploy.json``); ``iou_thresh`` left None is the run's."""
     from ..progress import progress_bar
     logger = logger or logging.getLogger('gluon_distill')
@@ -115,18 +114,8 @@ def evaluate_export(model_dir, data_root=None, split=None, format=None, batch_si
     result['files'] = [os.path.basename(f) for f in detector.files]
     result['data_root'] = root
     result['split'] = data.val_split
-    if save_dir:
-        from .run import _devkit_split_name
-        os.makedirs(save_dir, exist_ok=True)
-        save_metrics_json(result, os.path.join(save_dir, 'metrics.json'))
-        if coco:
-            evaluator.write_results(os.path.join(save_dir, 'results.json'))
-        else:
-            evaluator.write_devkit_results(os.path.join(save_dir, 'results'),
-                                           split=_devkit_split_name(data.val_split))
-    return result, format_coco_table(result, classes) if coco else format_ap_table(result,
-                                                                                   classes)
-
+    from .run import finish_evaluation
+    return finish_evaluation(result, evaluator, classes, data.val_split, coco, save_dir)
 
 def metric_of(result):
     """``(name, value)``: the headline number of an evaluation result, COCO ``AP`` or VOC07

@@ -2,7 +2,7 @@
 
 Any model the package trains (teacher, no-teacher baseline, distilled student) is exported
 from its ``.params`` + ``model.json``. A distilled student is exported with its 1x1 adapters
-folded into the head's predictors (:func:`gluon_distill.distill.student.fold`), so the shipped
+folded into the head's predictors (:func:`gluon_distill.models.student.fold`), so the shipped
 network is an ordinary SSD of the student's backbone and costs what the plain SSD costs.
 
 Files written to ``OUT``:
@@ -38,9 +38,9 @@ from .graph import PREFIX, VALID_THRESH, RawSSD, deployable
 from .graph import _sym_and_params  # noqa: F401  (bench/latency.py imports it from here)
 from .mxnet_format import export_mxnet, load_mxnet
 from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx, onnx_session, run_onnx
-from .run import export_detector, image_input
+from .run import export_detector
 from .verify import (ExportError, compare, detection_tolerances, detections_agree,
-                     format_report, reference_outputs, verify_export, verify_input)
+                     format_report, image_input, reference_outputs, verify_export, verify_input)
 
 __all__ = ['ExportError', 'ONNX_OPSET', 'ONNX_OUTPUTS', 'PREFIX', 'RawSSD', 'VALID_THRESH',
            'compare', 'count_params_macs', 'deployable', 'detection_tolerances',

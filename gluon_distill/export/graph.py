@@ -55,7 +55,7 @@ def deployable(net, spec):
     from ..models.ssd import clamp_box_decoder
     adapters = getattr(getattr(net, 'features', None), 'adapters', None)
     if spec.get('kind') == 'distilled_ssd' and adapters is not None:
-        from ..distill.student import fold
+        from ..models.student import fold
         return clamp_box_decoder(fold(net)), True
     return clamp_box_decoder(net), False
 

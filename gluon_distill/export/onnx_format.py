@@ -168,9 +168,7 @@ def export_onnx(net, out_dir, data_shape, nms=(0.45, 400, 100), dynamic_batch=Tr
                 path=None):
     """Write ``model.onnx`` (opset 13): raw outputs and per-class NMS detections."""
     _require_onnx()
-    import onnx
     from onnx import TensorProto, helper
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     os.makedirs(out_dir, exist_ok=True)
     ctx = net.collect_params().list_ctx()[0]
     x = mx.nd.zeros((1, 3, data_shape, data_shape), ctx=ctx)
@@ -180,23 +178,8 @@ def export_onnx(net, out_dir, data_shape, nms=(0.45, 400, 100), dynamic_batch=Tr
     block.hybridize(active=False)
     net.hybridize(active=False)
     net.set_nms(*nms)
-    in_shape = (None if dynamic_batch else 1, 3, data_shape, data_shape)
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)     # the converter logs every node at INFO
-    try:
-        graph = MXNetGraph().create_onnx_graph_proto(
-            sym, params, [(1, 3, data_shape, data_shape)], [TensorProto.FLOAT],
-            opset_version=ONNX_OPSET, dynamic=dynamic_batch,
-            dynamic_input_shapes=[in_shape] if dynamic_batch else None)
-    finally:
-        logging.getLogger().setLevel(level)
-    # rename the converter's outputs: cls_preds, box_preds, cand_ids, cand_scores, cand_boxes
-    outs = [o.name for o in graph.output]
-    rename = dict(zip(outs, ['cls_preds', 'box_preds', 'cand_ids', 'cand_scores',
-                             'cand_boxes']))
-    for n in graph.node:
-        n.output[:] = [rename.get(o, o) for o in n.output]
-        n.input[:] = [rename.get(o, o) for o in n.input]
+    graph = converted_graph(sym, params, data_shape, dynamic_batch,
+                            ['cls_preds', 'box_preds', 'cand_ids', 'cand_scores', 'cand_boxes'])
     with mx.autograd.predict_mode():
         num_candidates = block(x)[3].shape[1]
     post = _append_nms(graph, net.num_classes, num_candidates, *nms)
@@ -213,14 +196,43 @@ def export_onnx(net, out_dir, data_shape, nms=(0.45, 400, 100), dynamic_batch=Tr
                                       [b, n_anchors, net.num_classes + 1]),
         helper.make_tensor_value_info('box_preds', TensorProto.FLOAT, [b, n_anchors, 4])])
     graph.input[0].name = graph.input[0].name  # 'data'
+    return {'onnx': save_model(graph, path or os.path.join(out_dir, PREFIX + '.onnx'))}
+
+
+def converted_graph(sym, params, data_shape, dynamic_batch, names):
+    """MXNet 1.9.1's ONNX graph (opset :data:`ONNX_OPSET`) of ``sym`` with input ``data (B, 3,
+    S, S)`` (``B`` dynamic or 1), its outputs renamed, in order, to ``names``."""
+    from onnx import TensorProto
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    in_shape = (None if dynamic_batch else 1, 3, data_shape, data_shape)
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)     # the converter logs every node at INFO
+    try:
+        graph = MXNetGraph().create_onnx_graph_proto(
+            sym, params, [(1, 3, data_shape, data_shape)], [TensorProto.FLOAT],
+            opset_version=ONNX_OPSET, dynamic=dynamic_batch,
+            dynamic_input_shapes=[in_shape] if dynamic_batch else None)
+    finally:
+        logging.getLogger().setLevel(level)
+    rename = dict(zip([o.name for o in graph.output], names))
+    for n in graph.node:
+        n.output[:] = [rename.get(o, o) for o in n.output]
+        n.input[:] = [rename.get(o, o) for o in n.input]
+    return graph
+
+
+def save_model(graph, path):
+    """Write ``graph`` as an opset-:data:`ONNX_OPSET` model to ``path`` (checked); returns
+    ``path``."""
+    import onnx
+    from onnx import helper
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', ONNX_OPSET)],
                               producer_name='gluon_distill (mxnet {} mx.onnx)'.format(
                                   mx.__version__))
     model.ir_version = min(model.ir_version, 8)     # readable by older runtimes (ORT >= 1.10)
     onnx.checker.check_model(model)
-    path = path or os.path.join(out_dir, PREFIX + '.onnx')
     onnx.save(model, path)
-    return {'onnx': path}
+    return path
 
 
 def onnx_session(path, threads=None, level='all'):

@@ -193,10 +193,15 @@ def network_nodes(model):
     return [n.name for n in graph.node if n.name in ancestors and n.name not in after], len(last)
 
 
-def quantize_onnx(float_path, out_path, reader, per_channel=True):
+def quantize_onnx(float_path, out_path, reader, per_channel=True, quant_format='qdq',
+                  activations='uint8', network_only=True, method='minmax'):
     """Write the statically quantised ``out_path`` of ``float_path`` (see the module
     docstring), calibrated on what ``reader`` yields; returns ``{'quantized_nodes': n,
-    'predictors': k, 'op_types': {type: count}}``."""
+    'predictors': k, 'op_types': {type: count}}``. The defaults are ``tools/export.py``'s; the
+    other choices are there to measure them (``bench/int8_variants.py``): ``per_channel``
+    False (weights per tensor), ``quant_format`` ``qoperator``, ``activations`` ``int8``,
+    ``network_only`` False (every node ORT can quantise, post-processing included),
+    ``method`` ``entropy``, ``percentile`` or ``distribution``."""
     try:
         import onnx
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -214,6 +219,8 @@ def quantize_onnx(float_path, out_path, reader, per_channel=True):
         quant_pre_process(float_path, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
         nodes, predictors = network_nodes(model)
+        if not network_only:
+            nodes = [n.name for n in model.graph.node]
         if not predictors:
             raise ModelError('{}: no convolution computes its raw outputs; nothing to '
                              'quantise'.format(float_path))
@@ -223,10 +230,18 @@ def quantize_onnx(float_path, out_path, reader, per_channel=True):
             if n.name in chosen:
                 types[n.op_type] += 1
         part = os.path.join(tmp, 'int8.onnx')
-        quantize_static(pre, part, reader, quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(pre, part, reader,
+                        quant_format={'qdq': QuantFormat.QDQ,
+                                      'qoperator': QuantFormat.QOperator}[quant_format],
+                        per_channel=per_channel,
+                        activation_type={'uint8': QuantType.QUInt8,
+                                         'int8': QuantType.QInt8}[activations],
+                        weight_type=QuantType.QInt8,
+                        nodes_to_quantize=nodes if network_only else None,
+                        calibrate_method={'minmax': CalibrationMethod.MinMax,
+                                          'entropy': CalibrationMethod.Entropy,
+                                          'percentile': CalibrationMethod.Percentile,
+                                          'distribution': CalibrationMethod.Distribution}[method])
         model = onnx.load(part)
         _name_nodes(model.graph)      # unique names (ORT's full optimisation needs them)
         onnx.checker.check_model(model)

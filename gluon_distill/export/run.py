@@ -1,23 +1,22 @@
 """``export_detector``: export a trained detector, verify it and write ``deploy.json``."""
 import os
 
-import numpy as np
-
 from ..io_utils import atomic_write_json, ensure_writable_dir
 from ..models.ssd import ModelError, clamp_box_decoder
 from .graph import VALID_THRESH, deployable
 from .mxnet_format import export_mxnet
 from .onnx_format import ONNX_OPSET, ONNX_OUTPUTS, export_onnx
-from .verify import verify_export
+from .verify import image_input, verify_export
 
 
-def square_preprocess(size):
+def square_preprocess(size, transform='SSDDefaultValTransform'):
     """``deploy.json``'s ``preprocess`` of a square input (what
-    :mod:`gluon_distill.runtime` reads)."""
+    :mod:`gluon_distill.runtime` reads); ``transform``: the GluonCV validation transform it
+    reproduces (SSD's, or YOLOv3's, which resizes the same way)."""
     return {'resize': 'square', 'size': size, 'interpolation': 'auto',
-            'about': "GluonCV's SSDDefaultValTransform: resized to size x size, bicubic when "
-                     "both sides grow, area when both shrink, else bilinear (interp=9); boxes "
-                     "x (width, height) / size"}
+            'about': "GluonCV's {}: resized to size x size, bicubic when both sides grow, "
+                     "area when both shrink, else bilinear (interp=9); boxes x (width, "
+                     "height) / size".format(transform)}
 
 
 def recorded_run(spec):
@@ -25,15 +24,6 @@ def recorded_run(spec):
     ``tools/eval.py --model DIR`` evaluates the export on the data its ``.params`` is
     evaluated on."""
     return {k: spec[k] for k in ('data', 'eval') if spec.get(k)}
-
-
-def image_input(paths, data_shape, mean, std):
-    """A normalised ``(B, 3, S, S)`` float32 batch of image files, decoded and resized as
-    ``tools/detect.py`` does (:func:`gluon_distill.detect.preprocess`)."""
-    from ..data.images import read_image
-    from ..detect import preprocess
-    return np.concatenate([preprocess(read_image(p), data_shape, mean, std).asnumpy()
-                           for p in paths]).astype(np.float32)
 
 
 def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms_thresh=None,
@@ -155,7 +145,7 @@ def _export_yolo3(params, net, spec, out_dir, formats, nms, verify, verify_image
             spec['data_shape']),
         'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
                    'rows are padding',
-        'preprocess': square_preprocess(spec['data_shape']),   # GluonCV's YOLO val transform
+        'preprocess': square_preprocess(spec['data_shape'], 'YOLO3DefaultValTransform'),
     }
     info.update(recorded_run(spec))
     if 'onnx' in formats:

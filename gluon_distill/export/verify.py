@@ -272,6 +272,15 @@ def verify_input(data_shape, mean, std, batch=2, seed=0):
     return ((img - m) / s).astype(np.float32)
 
 
+def image_input(paths, data_shape, mean, std):
+    """A normalised ``(B, 3, S, S)`` float32 batch of image files, decoded and resized as
+    ``tools/detect.py`` does (:func:`gluon_distill.detect.preprocess`)."""
+    from ..data.images import read_image
+    from ..detect import preprocess
+    return np.concatenate([preprocess(read_image(p), data_shape, mean, std).asnumpy()
+                           for p in paths]).astype(np.float32)
+
+
 def reference_outputs(net, x):
     """The original Gluon network (not hybridized) on ``x``: a :class:`Reference`."""
     net.hybridize(active=False)

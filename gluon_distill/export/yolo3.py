@@ -22,7 +22,6 @@ Verification: the exported graphs against the original (unfolded) Gluon network 
 input: pre-NMS candidates within 1e-3 (relative above magnitude 1), detections within the
 candidate differences found (ties at the cuts and at the NMS threshold allowed, as for SSD).
 """
-import logging
 import os
 import warnings
 
@@ -30,8 +29,8 @@ import mxnet as mx
 from mxnet import gluon
 
 from .graph import PREFIX, _sym_and_params
-from .onnx_format import (ONNX_OPSET, _append_nms, _drop_initializer_inputs, _fixed_gammas,
-                          _name_nodes, _require_onnx, onnx_session, run_onnx)
+from .onnx_format import (_append_nms, _drop_initializer_inputs, _fixed_gammas, _name_nodes,
+                          _require_onnx, converted_graph, onnx_session, run_onnx, save_model)
 from .verify import (MIN_BOX_TOL, MIN_SCORE_TOL, ExportError, _diff, _non_finite,
                      detections_agree, raw_allowance, verify_input)
 
@@ -84,9 +83,7 @@ def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
     """Write ``model.onnx`` (opset 13): the converted candidates graph with the per-class NMS
     appended in ONNX ops."""
     _require_onnx()
-    import onnx
     from onnx import TensorProto, helper
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     x = _input(net, data_shape)
     net.set_nms(0, nms[1], nms[2])
     sym, params = _sym_and_params(net, x)
@@ -95,21 +92,8 @@ def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
     with mx.autograd.predict_mode():
         num_candidates = net(x)[1].shape[1]
     net.set_nms(*nms)
-    in_shape = (None if dynamic_batch else 1, 3, data_shape, data_shape)
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)     # the converter logs every node at INFO
-    try:
-        graph = MXNetGraph().create_onnx_graph_proto(
-            sym, params, [(1, 3, data_shape, data_shape)], [TensorProto.FLOAT],
-            opset_version=ONNX_OPSET, dynamic=dynamic_batch,
-            dynamic_input_shapes=[in_shape] if dynamic_batch else None)
-    finally:
-        logging.getLogger().setLevel(level)
-    outs = [o.name for o in graph.output]
-    rename = dict(zip(outs, ['cand_ids', 'cand_scores', 'cand_boxes']))
-    for n in graph.node:
-        n.output[:] = [rename.get(o, o) for o in n.output]
-        n.input[:] = [rename.get(o, o) for o in n.input]
+    graph = converted_graph(sym, params, data_shape, dynamic_batch,
+                            ['cand_ids', 'cand_scores', 'cand_boxes'])
     post = _append_nms(graph, net.num_classes, num_candidates, *nms)
     _name_nodes(graph)
     _drop_initializer_inputs(graph)
@@ -123,14 +107,7 @@ def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
                                       [b, num_candidates, 1]),
         helper.make_tensor_value_info('cand_boxes', TensorProto.FLOAT,
                                       [b, num_candidates, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', ONNX_OPSET)],
-                              producer_name='gluon_distill (mxnet {} mx.onnx)'.format(
-                                  mx.__version__))
-    model.ir_version = min(model.ir_version, 8)
-    onnx.checker.check_model(model)
-    path = os.path.join(out_dir, PREFIX + '.onnx')
-    onnx.save(model, path)
-    return {'onnx': path}
+    return {'onnx': save_model(graph, os.path.join(out_dir, PREFIX + '.onnx'))}
 
 
 def reference(net, x, nms):
@@ -207,7 +184,7 @@ def export_yolo3(net, spec, out_dir, formats, nms, verify=True, verify_images=No
     if verify:
         x = None
         if verify_images:
-            from .run import image_input
+            from .verify import image_input
             x = image_input(verify_images, spec['data_shape'], spec['mean'], spec['std'])
         # the original (unfolded) network is the reference: this also checks the folding
         rows = verify_yolo3(net, spec, out_dir, formats, nms, x)

@@ -7,25 +7,8 @@ run; the run builder (:mod:`gluon_distill.training`) asks the family for a netwo
 predict for validation. A new family is one module implementing :class:`DetectorFamily` and
 one entry in :data:`gluon_distill.families.FAMILIES`.
 """
-from collections import namedtuple
-
+from ..data.loader import DeviceBatch, as_device_batch  # noqa: F401 (the seam's batch)
 from ..evaluation.inference import score_predictions
-
-DeviceBatch = namedtuple('DeviceBatch', ['images', 'inputs', 'targets'])
-DeviceBatch.__doc__ = """One training batch split over the devices.
-
-``images``: per device, ``(B_d, 3, H, W)``. ``inputs``: a tuple of per-device lists the
-training forward takes after the images (SSD: none; a two-stage detector: its ground-truth
-boxes). ``targets``: a tuple of per-device lists the family's loss takes (SSD:
-``cls_targets (B_d, N)``, ``box_targets (B_d, N, 4)``)."""
-
-
-def as_device_batch(prepared):
-    """A loader's prepared batch as a :class:`DeviceBatch`; a plain tuple ``(images, *targets)``
-    (the SSD loaders' form) has no forward inputs."""
-    if isinstance(prepared, DeviceBatch):
-        return prepared
-    return DeviceBatch(prepared[0], (), tuple(prepared[1:]))
 
 
 class DetectorFamily:
@@ -45,6 +28,14 @@ class DetectorFamily:
     def spec(self, arch, classes, model_cfg, prov, extra=None):
         """The ``model.json`` content of a network :meth:`build` made."""
         raise NotImplementedError
+
+    def hybridize_flags(self):
+        """``hybridize`` keywords of the network and the training step (with
+        ``train.hybridize``). Static memory (``static_alloc``, ``static_shape``: each cached
+        graph keeps one memory plan between calls) suits inputs of one size; a family whose
+        input size changes from batch to batch returns ``{}`` (memory taken per call and
+        given back, as GluonCV's training scripts do)."""
+        return {'static_alloc': True, 'static_shape': True}
 
     def train_loader(self, dataset, net, cfg, ctx):
         """The training loader of a run: iterable per epoch (``loader.epoch(e)``), ``len()``
@@ -118,3 +109,27 @@ class DetectorFamily:
     def fold(self, plan, ctx):
         """The student with its training-only layers folded away, or None if nothing folds."""
         return None
+
+
+def saved_teacher(tcfg, ctx, kind, title, arch_from_dict, no_teacher):
+    """The frozen teacher of a ``teacher`` config section's ``params`` (with its
+    ``model.json``, whose kind must be ``kind``; ``title``, e.g. ``YOLOv3``, names it in
+    errors); ``no_teacher``: the error when no file is given. ``arch_from_dict`` rebuilds
+    the family's arch from ``model.json``."""
+    import os
+    from ..models.io import load_detector, read_model_json
+    from ..models.ssd import ModelError
+    from ..models.teacher import Teacher
+    if not tcfg.params:
+        raise ModelError(no_teacher)
+    if not os.path.exists(tcfg.params):
+        raise ModelError('teacher.params: no file at {}'.format(tcfg.params))
+    spec = read_model_json(tcfg.params)
+    if spec.get('kind') != kind:
+        raise ModelError('teacher.params {}: a {} student needs a {} teacher, this is a '
+                         '{}'.format(tcfg.params, title, title, spec.get('kind')))
+    net, spec = load_detector(tcfg.params, ctx)
+    for p in net.collect_params().values():
+        p.grad_req = 'null'
+    return Teacher(net, arch_from_dict(spec['arch']), spec['classes'], spec['mean'],
+                   spec['std'], tcfg.params)

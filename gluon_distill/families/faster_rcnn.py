@@ -11,7 +11,6 @@ Distillation pairs the student's C4 map with the teacher's (``features``: conv1.
 channels for ResNet50 and ResNet101, so no adapter is needed between them).
 """
 import copy
-import os
 
 import numpy as np
 
@@ -23,14 +22,15 @@ from ..data.rcnn_targets import RCNNTrainTransform
 from ..data.voc import VOC_CLASSES
 from ..data.loader import (DataLoader, IndexedValDataset, SeededTransformDataset,
                            train_batch_sampler)
-from ..distill.build import StudentPlan, Teacher, check_teacher, zoo_teacher_file
+from ..engine.distributed import world
+from ..models.teacher import StudentPlan, Teacher, check_teacher, zoo_teacher_file
 from ..evaluation.inference import clip_boxes
-from ..models.io import load_detector, load_start_params, model_spec, read_model_json
+from ..models.io import load_start_params, model_spec
 from ..models.ssd import ModelError
 from ..models.faster_rcnn import (RCNNLoss, RCNNTrainForward, TeacherMaps, build_faster_rcnn,
                                   c4_shape, resolve_arch, rpn_anchors, arch_from_dict,
                                   sampler_draws)
-from .base import DetectorFamily, DeviceBatch
+from .base import DetectorFamily, DeviceBatch, saved_teacher
 
 #: GluonCV's VOC recipe (train_faster_rcnn.py --dataset voc), what tools/train_rcnn.py starts
 #: from: 20 epochs, SGD lr 1e-3 x0.1 at epoch 14 (and 20), momentum 0.9, wd 5e-4, batch 1
@@ -97,7 +97,8 @@ class RCNNTrainLoader:
         self._maps = {}
         # GluonCV's transform, with the RPN targets in NumPy (same output, bench/rpn_targets.py)
         transform = RCNNTrainTransform(net.short, net.max_size, net, mean, std, net.ashape)
-        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed)
+        self.sampler, batch_sampler = train_batch_sampler(len(dataset), batch_size, seed,
+                                                          world=world())
         self.loader = DataLoader(
             SeededTransformDataset(dataset, _TrainTransform(transform, sampler_draws(net.arch)),
                                    seed),
@@ -236,21 +237,10 @@ def load_teacher(tcfg, ctx, model_cfg=None):
     ``model.json``, or with ``pretrained`` the zoo's VOC weights), frozen."""
     if not tcfg.params and tcfg.pretrained:
         return zoo_teacher(tcfg, model_cfg, ctx)
-    if not tcfg.params:
-        raise ModelError('no teacher: give --teacher-params FILE (a Faster R-CNN trained with '
+    return saved_teacher(tcfg, ctx, 'faster_rcnn', 'Faster R-CNN', arch_from_dict,
+                         'no teacher: give --teacher-params FILE (a Faster R-CNN trained with '
                          'tools/train_rcnn.py; GluonCV publishes no VOC07-only weights) or '
                          '--teacher-pretrained (faster_rcnn_resnet50_v1b_voc, VOC07+12)')
-    if not os.path.exists(tcfg.params):
-        raise ModelError('teacher.params: no file at {}'.format(tcfg.params))
-    spec = read_model_json(tcfg.params)
-    if spec.get('kind') != 'faster_rcnn':
-        raise ModelError('teacher.params {}: a Faster R-CNN student needs a Faster R-CNN '
-                         'teacher, this is a {}'.format(tcfg.params, spec.get('kind')))
-    net, spec = load_detector(tcfg.params, ctx)
-    for p in net.collect_params().values():
-        p.grad_req = 'null'
-    return Teacher(net, arch_from_dict(spec['arch']), spec['classes'], spec['mean'],
-                   spec['std'], tcfg.params)
 
 
 class FasterRCNNFamily(DetectorFamily):
@@ -259,6 +249,13 @@ class FasterRCNNFamily(DetectorFamily):
     128-256 px); variable input sizes; RPN targets in the loader's workers."""
     name = 'faster_rcnn'
     loss_names = RCNNLoss.names
+
+    def hybridize_flags(self):
+        """No static memory: every image has its own size, so a static plan is remade for
+        each new shape, and validation's inference graph would keep a plan of its own beside
+        the training graph's (the run's peak was 2x GluonCV's, bench/rcnn_memory.py).
+        Without it the peak is GluonCV's; the computed values are the same."""
+        return {}
 
     def build(self, model_cfg, classes, ctx):
         arch = resolve_arch(model_cfg)
@@ -319,7 +316,7 @@ class FasterRCNNFamily(DetectorFamily):
                              'must have stride 16'.format(s_shape, t_shape))
         adapters = None
         if s_shape[0] != t_shape[0]:
-            from ..distill.student import ChannelAdapters
+            from ..models.student import ChannelAdapters
             adapters = ChannelAdapters([s_shape[0]], [t_shape[0]])
             adapters.initialize(ctx=ctx)
         head = 'own'

@@ -5,6 +5,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from ..data.loader import TrainLoader
+from ..engine.distributed import world
 from ..engine.loss import MultiBoxLoss
 from ..evaluation.inference import predict, prepare_for_inference, prepare_for_training
 from ..models.io import model_spec, load_start_params
@@ -123,7 +124,7 @@ class SSDFamily(DetectorFamily):
         anchors = anchors_of(net, m.data_shape, ctx[0])
         return TrainLoader(dataset, m.data_shape, anchors, t.batch_size, m.mean, m.std, ctx,
                            seed=t.seed, num_workers=cfg.data.num_workers,
-                           pipeline=cfg.data.pipeline)
+                           pipeline=cfg.data.pipeline, world=world())
 
     def training_forward(self, net):
         return net  # training mode: (cls_preds, box_preds, anchors)
@@ -151,14 +152,14 @@ class SSDFamily(DetectorFamily):
         return scale_anchors(net, data_shape, ctx)
 
     def distillation_plan(self, cfg, classes, ctx):
-        from ..distill.build import load_teacher, check_teacher, plan_student
+        from ..models.teacher import load_teacher, check_teacher, plan_student
         teacher = load_teacher(cfg.teacher, cfg.model, classes, ctx)
         check_teacher(teacher, classes, cfg.model)
         plan = plan_student(teacher, cfg.model, classes, ctx, cfg.distill.init_head_from_teacher)
         return teacher, plan
 
     def describe_plan(self, teacher, plan):
-        from ..distill.build import describe_layout
+        from ..models.teacher import describe_layout
         return 'teacher {} ({}); {}'.format(teacher.source, teacher.arch.network,
                                             describe_layout(plan))
 
@@ -180,5 +181,5 @@ class SSDFamily(DetectorFamily):
     def fold(self, plan, ctx):
         if plan.head != 'teacher':
             return None
-        from ..distill.student import fold
+        from ..models.student import fold
         return fold(plan.net, ctx)

@@ -17,7 +17,6 @@ where the channels differ (MobileNet 0.25: 64/128/256 against Darknet53's 256/51
 MobileNet 1.0 has Darknet53's channels and needs none); the adapters fold into the detection
 blocks' first 1x1 convolutions (``distill.fold_adapters``, ``tools/export.py``).
 """
-import os
 
 import numpy as np
 
@@ -30,15 +29,16 @@ from ..data.loader import (DataLoader, NumpyImages, StackNormalized, StackUInt8,
                            train_batch_sampler)
 from ..data.voc import VOC_CLASSES
 from ..data.yolo_targets import MixupSource, YOLO3TrainTransform
-from ..distill.build import StudentPlan, Teacher, check_teacher, zoo_teacher_file
-from ..models.io import load_detector, load_start_params, model_spec, read_model_json
+from ..engine.distributed import world
+from ..models.teacher import StudentPlan, Teacher, check_teacher, zoo_teacher_file
+from ..models.io import load_start_params, model_spec
 from ..models.ssd import ModelError
 from ..models.yolo3 import (RANDOM_SHAPES, YOLO3Loss, YOLOTrainForward, YOLOArch,
                             anchors_per_scale, arch_from_dict, build_yolo3, copy_head,
                             fold_adapters, grid_anchors, map_sizes, no_weight_decay,
                             parse_network, resolve_arch, route_shapes, stage_blocks,
                             teacher_maps, training_sizes, HEAD_CHANNELS, YOLOFeatures)
-from .base import DetectorFamily, DeviceBatch
+from .base import DetectorFamily, DeviceBatch, saved_teacher
 
 #: GluonCV's YOLOv3 recipe (scripts/detection/yolo/train_yolo3.py defaults, --dataset voc),
 #: what tools/train_yolo3.py starts from: darknet53, validation at 416, training sizes
@@ -153,7 +153,8 @@ class YOLOTrainLoader:
         else:
             images = Stack()
         batchify = Tuple(*([images] + [Stack() for _ in range(5)] + [Pad(axis=0, pad_val=-1)]))
-        self.sampler, batch_sampler = train_batch_sampler(len(dataset), t.batch_size, t.seed)
+        self.sampler, batch_sampler = train_batch_sampler(len(dataset), t.batch_size, t.seed,
+                                                          world=world())
         mixup_epochs = t.epochs - t.no_mixup_epochs if t.mixup else 0
         self.batches = _ShapeBatches(batch_sampler, sizes, m.random_shape_interval, t.seed,
                                      mixup_epochs)
@@ -217,20 +218,9 @@ def load_teacher(tcfg, ctx, model_cfg=None):
     ``model.json``, or with ``pretrained`` GluonCV's VOC weights), frozen."""
     if not tcfg.params and tcfg.pretrained:
         return zoo_teacher(tcfg, model_cfg, ctx)
-    if not tcfg.params:
-        raise ModelError('no teacher: give --teacher-params FILE (a YOLOv3 trained with '
+    return saved_teacher(tcfg, ctx, 'yolo3', 'YOLOv3', arch_from_dict,
+                         'no teacher: give --teacher-params FILE (a YOLOv3 trained with '
                          'tools/train_yolo3.py) or --teacher-pretrained (yolo3_darknet53_voc)')
-    if not os.path.exists(tcfg.params):
-        raise ModelError('teacher.params: no file at {}'.format(tcfg.params))
-    spec = read_model_json(tcfg.params)
-    if spec.get('kind') != 'yolo3':
-        raise ModelError('teacher.params {}: a YOLOv3 student needs a YOLOv3 teacher, this is '
-                         'a {}'.format(tcfg.params, spec.get('kind')))
-    net, spec = load_detector(tcfg.params, ctx)
-    for p in net.collect_params().values():
-        p.grad_req = 'null'
-    return Teacher(net, arch_from_dict(spec['arch']), spec['classes'], spec['mean'],
-                   spec['std'], tcfg.params)
 
 
 class YOLO3Family(DetectorFamily):
@@ -276,9 +266,9 @@ class YOLO3Family(DetectorFamily):
         return _LazyLoss(label_smooth, ignore, num_class)
 
     def predictions(self, net, dataset, inputs, ctx, eval_cfg, num_workers=0, progress=None):
-        from ..families import get_family
-        yield from get_family('ssd').predictions(net, dataset, inputs, ctx, eval_cfg,
-                                                 num_workers, progress)
+        from .ssd import SSDFamily     # GluonCV's YOLOv3 answers as its SSD does
+        yield from SSDFamily().predictions(net, dataset, inputs, ctx, eval_cfg, num_workers,
+                                           progress)
 
     def ground_truth_reader(self, net, data_shape, ctx):
         return batch_ground_truth
@@ -292,7 +282,7 @@ class YOLO3Family(DetectorFamily):
     # ---- distillation
 
     def distillation_plan(self, cfg, classes, ctx):
-        from ..distill.student import ChannelAdapters
+        from ..models.student import ChannelAdapters
         m = cfg.model
         teacher = load_teacher(cfg.teacher, ctx, m)
         check_teacher(teacher, classes, m)

@@ -19,7 +19,8 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from .ssd import BOX_SCALE_CLAMP, ModelError, default_initializer, zoo_download_hint
+from .ssd import (BOX_SCALE_CLAMP, ModelError, base_weights_error, checked_arch,
+                  default_initializer)
 
 #: GluonCV's VOC Faster R-CNN presets (``faster_rcnn_<network>_voc``), and the tiny test net
 ZOO_NETWORKS = ('resnet50_v1b', 'resnet101_v1d')
@@ -61,11 +62,7 @@ class RCNNArch:
 
 
 def arch_from_dict(d):
-    names = {f.name for f in dataclasses.fields(RCNNArch)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ModelError('model.json arch: unknown Faster R-CNN keys {}'.format(unknown))
-    return RCNNArch(**d)
+    return checked_arch(RCNNArch, d, 'Faster R-CNN')
 
 
 # the tiny net's RPN and RCNN settings, scaled for 128-256 px inputs (8x8 to 16x16 maps):
@@ -159,12 +156,7 @@ def _zoo_parts(network, pretrained_base):
     except Exception as e:  # a failed download surfaces as several exception types
         if not pretrained_base:
             raise
-        raise ModelError(
-            'could not get ImageNet weights for {!r} from the GluonCV model zoo ({}: {}). '
-            'Offline, download them elsewhere and place the file at {}, or pass '
-            '--no-pretrained-base.'.format(network, type(e).__name__,
-                                           str(e).splitlines()[0][:120] if str(e) else '',
-                                           zoo_download_hint(network))) from e
+        raise base_weights_error(network, e) from e
     features = nn.HybridSequential()
     top_features = nn.HybridSequential()
     for layer in ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3'):

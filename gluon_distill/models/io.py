@@ -115,7 +115,7 @@ def build_from_spec(spec, ctx=None):
     if kind == 'ssd':
         net = build_ssd(arch_from_dict(spec['arch']), spec['classes'])
     else:
-        from ..distill.student import build_student_from_spec
+        from .student import build_student_from_spec
         net = clamp_box_decoder(build_student_from_spec(spec))   # composed from GluonCV's SSD
     initialize(net, ctx or mx.cpu())
     return net

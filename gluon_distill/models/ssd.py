@@ -186,6 +186,16 @@ def arch_from_dict(d):
     return SSDArch(**d)
 
 
+def checked_arch(cls, d, title):
+    """``cls(**d)``: the arch dataclass ``cls`` of a ``model.json`` ``arch`` section, unknown
+    keys refused by name (``title``: the family, e.g. ``YOLOv3``)."""
+    from dataclasses import fields
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ModelError('model.json arch: unknown {} keys {}'.format(title, unknown))
+    return cls(**d)
+
+
 def _features_argument(arch):
     if arch.network == 'tiny':
         return functools.partial(TinyBackbone, width=arch.width, blocks=arch.blocks)
@@ -220,11 +230,18 @@ def build_ssd(arch, classes, pretrained_base=False, ctx=None, **ssd_kwargs):
         if not pretrained:
             raise
         base = arch.features if isinstance(arch.features, str) else base_network(arch.network)
-        raise ModelError(
-            'could not get ImageNet weights for {!r} from the GluonCV model zoo ({}: {}). '
-            'Offline, download them elsewhere and place the file at {}, or pass '
-            '--no-pretrained-base.'.format(base, type(e).__name__, str(e).splitlines()[0][:120]
-                                           if str(e) else '', zoo_download_hint(base))) from e
+        raise base_weights_error(base, e) from e
+
+
+def base_weights_error(network, error):
+    """The :class:`ModelError` for ImageNet weights of ``network`` the GluonCV zoo could not
+    give (``error``, e.g. offline): where to place the file, or ``--no-pretrained-base``."""
+    return ModelError(
+        'could not get ImageNet weights for {!r} from the GluonCV model zoo ({}: {}). '
+        'Offline, download them elsewhere and place the file at {}, or pass '
+        '--no-pretrained-base.'.format(network, type(error).__name__,
+                                       str(error).splitlines()[0][:120] if str(error) else '',
+                                       zoo_download_hint(network)))
 
 
 def clamp_box_decoder(net):

@@ -29,7 +29,7 @@ from mxnet.gluon import nn
 from gluoncv.model_zoo.yolo.darknet import _conv2d
 from gluoncv.model_zoo.yolo.yolo3 import YOLOV3, YOLOOutputV3, _upsample
 
-from .ssd import BOX_SCALE_CLAMP, ModelError, zoo_download_hint
+from .ssd import BOX_SCALE_CLAMP, ModelError, base_weights_error, checked_arch
 
 #: GluonCV's YOLOv3 backbones (``yolo3_<network>_voc`` presets), and the tiny CPU net
 ZOO_NETWORKS = ('darknet53', 'mobilenet1.0', 'mobilenet0.25')
@@ -74,11 +74,7 @@ class YOLOArch:
 
 
 def arch_from_dict(d):
-    names = {f.name for f in dataclasses.fields(YOLOArch)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ModelError('model.json arch: unknown YOLOv3 keys {}'.format(unknown))
-    return YOLOArch(**d)
+    return checked_arch(YOLOArch, d, 'YOLOv3')
 
 
 def parse_network(name):
@@ -173,12 +169,7 @@ def _zoo_stages(network, pretrained_base):
     except Exception as e:  # a failed download surfaces as several exception types
         if not pretrained_base:
             raise
-        raise ModelError(
-            'could not get ImageNet weights for {!r} from the GluonCV model zoo ({}: {}). '
-            'Offline, download them elsewhere and place the file at {}, or pass '
-            '--no-pretrained-base.'.format(network, type(e).__name__,
-                                           str(e).splitlines()[0][:120] if str(e) else '',
-                                           zoo_download_hint(network))) from e
+        raise base_weights_error(network, e) from e
 
 
 class ClampedYOLOOutput(YOLOOutputV3):
@@ -263,7 +254,7 @@ def yolo_head(F, net, routes):
 
 class YOLOV3Net(YOLOV3):
     """GluonCV's ``YOLOV3`` (same parameters, names and outputs) whose backbone routes pass
-    ``adapters`` (:class:`~gluon_distill.distill.student.ChannelAdapters`, a distilled student
+    ``adapters`` (:class:`~gluon_distill.models.student.ChannelAdapters`, a distilled student
     feeding its teacher's head; None: none) and whose output layers are
     :class:`ClampedYOLOOutput`. :attr:`features` is the backbone (and adapters) as one block,
     not a registered child: the parameter names stay GluonCV's, and zoo weights load."""
@@ -525,7 +516,7 @@ def fold_adapters(student, ctx=None):
 def build_from_spec(spec, ctx=None):
     """The YOLOv3 of a ``model.json`` spec (weights not loaded): a distilled student's
     unfolded adapters (``spec['adapters']``) included."""
-    from ..distill.student import ChannelAdapters
+    from .student import ChannelAdapters
     ctx = ctx or [mx.cpu()]
     ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
     adapters = None

@@ -162,9 +162,9 @@ class Detector:
             raise DeployError('unknown format {!r}: choose {}'.format(format, ', '.join(FORMATS)))
         if format not in have:
             hint = {'int8': 'export with --format onnx --quantize int8',
-                    'onnx': 'export with --format onnx (an SSD; a Faster R-CNN exports to '
-                            'MXNet only)',
-                    'mxnet': 'export with --format mxnet'}[format]
+                    'onnx': 'export with --format onnx (an SSD or a YOLOv3; a Faster R-CNN '
+                            'exports to MXNet only)',
+                    'mxnet': 'export with --format mxnet'}.get(format, 'export it')
             raise DeployError('{}: no {} ({}); it has: {}'.format(
                 self.folder, ' + '.join(FORMAT_FILES[format]), hint,
                 ', '.join(have) or 'no model files'))

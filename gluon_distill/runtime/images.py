@@ -5,9 +5,10 @@
 EXIF orientation ignored, RGB). :func:`preprocess` makes the input ``deploy.json`` describes
 (its ``preprocess`` section), as the evaluation of the ``.params`` makes it:
 
-``square`` (SSD)
+``square`` (SSD, YOLOv3)
     resized to ``size x size`` with GluonCV's ``interp=9`` rule (``auto``: bicubic when both
-    sides grow, area when both shrink, else bilinear), as ``SSDDefaultValTransform`` does;
+    sides grow, area when both shrink, else bilinear), as ``SSDDefaultValTransform`` and
+    ``YOLO3DefaultValTransform`` do;
 ``short_within`` (Faster R-CNN)
     the short side resized to ``short`` unless the long side would exceed ``max_size``
     (then the long side to ``max_size``), bilinear, as ``FasterRCNNDefaultValTransform`` does;

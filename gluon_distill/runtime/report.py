@@ -54,12 +54,7 @@ def detect_images(model_dir, images, out_dir='detections', thresh=0.5, format=No
     :func:`gluon_distill.detect.detect_images`: ``[(image, out_path or None, detections or
     reason), ...]``, notes as ``(None, None, note)``. ``progress``: an optional wrapper
     ``progress(iterable, total)`` (a progress bar)."""
-    if draw_max_side is not None and draw_max_side < 0:
-        raise ValueError('draw_max_side: expected a side in pixels (0: full size), got '
-                         '{}'.format(draw_max_side))
-    files, notes = find_images(images, recursive)
-    paths = [path for path, _ in files]
-    names = output_names(paths, [sub for _, sub in files])
+    paths, names, notes = planned_inputs(images, recursive, draw_max_side)
     detector = Detector(model_dir, format, threads)
     classes = detector.classes
     results = [(None, None, note) for note in notes]
@@ -74,24 +69,49 @@ def detect_images(model_dir, images, out_dir='detections', thresh=0.5, format=No
             results.append((path, None, 'skipped: {}'.format(str(e).split(': ', 1)[-1])))
             continue
         boxes, labels, scores = detector.detect([image])[0]
-        keep = scores >= thresh
-        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
-        h, w = image.shape[:2]
-        picture, scale = bounded_copy(image, draw_max_side)
-        if scale != (1.0, 1.0):
-            results.append((None, None, '{}: drawn at {}x{} px, scaled down from {}x{} '
-                                        '(--draw-max-side {}; 0 draws full size); boxes are in '
-                                        'the original pixels'.format(
-                                            path, picture.shape[1], picture.shape[0], w, h,
-                                            draw_max_side)))
-        out_path = os.path.join(out_dir, name)
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        out = draw(picture, boxes * np.array(scale * 2, np.float32), labels, scores, classes,
-                   out_path, thresh)
-        dets = [(classes[c], float(s), tuple(float(v) for v in b))
-                for b, c, s in zip(boxes, labels, scores)]
-        results.append((path, out, dets))
+        results += drawn_result(path, bounded_copy(image, draw_max_side), image.shape[:2],
+                                boxes, labels, scores, classes, os.path.join(out_dir, name),
+                                thresh, draw_max_side)
     return results
+
+
+def planned_inputs(images, recursive=False, draw_max_side=DRAW_MAX_SIDE):
+    """``(paths, names, notes)`` of ``tools/detect.py``'s inputs: the image files of
+    ``images`` (see :func:`~.images.find_images`), a distinct output name each
+    (:func:`~.images.output_names`) and the notes on the folders; ``ValueError`` for a negative
+    ``draw_max_side``, before anything is read. Both detect paths start with it."""
+    if draw_max_side is not None and draw_max_side < 0:
+        raise ValueError('draw_max_side: expected a side in pixels (0: full size), got '
+                         '{}'.format(draw_max_side))
+    files, notes = find_images(images, recursive)
+    paths = [path for path, _ in files]
+    return paths, output_names(paths, [sub for _, sub in files]), notes
+
+
+def drawn_result(path, bounded, size, boxes, labels, scores, classes, out_path, thresh,
+                 draw_max_side, draw_fn=draw):
+    """The result entries of one image (see :func:`detect_images`): its detections scoring at
+    least ``thresh`` drawn by ``draw_fn`` (:func:`draw`'s arguments) on ``bounded``, the
+    ``(picture, (sx, sy))`` of :func:`~.images.bounded_copy`, into ``out_path``; preceded by a
+    note when the picture is scaled down from the image's ``size`` ``(h, w)``. Boxes are in the
+    image's pixels. ``tools/detect.py --params`` and ``--model`` both end an image with it."""
+    keep = scores >= thresh
+    boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+    (picture, scale), (h, w) = bounded, size
+    entries = []
+    if scale != (1.0, 1.0):
+        entries.append((None, None, '{}: drawn at {}x{} px, scaled down from {}x{} '
+                                    '(--draw-max-side {}; 0 draws full size); boxes are in '
+                                    'the original pixels'.format(
+                                        path, picture.shape[1], picture.shape[0], w, h,
+                                        draw_max_side)))
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    out = draw_fn(picture, boxes * np.array(scale * 2, np.float32), labels, scores, classes,
+                  out_path, thresh)
+    dets = [(classes[c], float(s), tuple(float(v) for v in b))
+            for b, c, s in zip(boxes, labels, scores)]
+    entries.append((path, out, dets))
+    return entries
 
 
 def skipped(results):

@@ -10,7 +10,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 from gluoncv.model_zoo.ssd import SSD
 
-from ..models.ssd import arch_from_dict, build_ssd, initialize, ModelError
+from .ssd import arch_from_dict, build_ssd, initialize, ModelError
 
 
 class ChannelAdapters(nn.HybridBlock):

@@ -6,9 +6,9 @@ from typing import List, Optional, Tuple
 
 import mxnet as mx
 
-from ..models.io import load_detector, read_model_json
-from ..models.ssd import (ModelError, build_ssd, initialize, resolve_arch, arch_from_dict,
-                          zoo_download_hint)
+from .io import load_detector, read_model_json
+from .ssd import (ModelError, build_ssd, initialize, resolve_arch, arch_from_dict,
+                  zoo_download_hint)
 from .student import ChannelAdapters, compose_student, copy_head, feature_shapes
 
 
@@ -148,7 +148,7 @@ def plan_student(teacher, model_cfg, classes, ctx, init_head_from_teacher=True):
     if not pairs:
         raise ModelError('student maps {} and teacher maps {} share no spatial size: no critic '
                          'can compare them'.format(_fmt(s_shapes), _fmt(t_shapes)))
-    # One adapter slot per student map, indexed like the maps (StudentForward applies the
+    # One adapter slot per student map, indexed like the maps (SSDFeatureForward applies the
     # adapters to all of them and the distiller selects maps by student index); a map with no
     # partner keeps its channels (identity, no parameters).
     partner = dict(pairs)
