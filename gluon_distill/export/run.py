@@ -49,18 +49,13 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
         net, spec = load_detector(params)
     from ..evaluation.run import eval_settings
     chosen = eval_settings(spec, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
-    nms_thresh, nms_topk, post_nms = chosen['nms_thresh'], chosen['nms_topk'], chosen['post_nms']
+    nms = (chosen['nms_thresh'], chosen['nms_topk'], chosen['post_nms'])
     if spec['kind'] == 'faster_rcnn':
-        return _export_rcnn(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
-                                                                   post_nms), verify,
-                            verify_images)
+        return _export_rcnn(params, net, spec, out_dir, formats, nms, verify, verify_images)
     if spec['kind'] == 'yolo3':
-        return _export_yolo3(params, net, spec, out_dir, formats, (nms_thresh, nms_topk,
-                                                                    post_nms), verify,
-                             verify_images)
+        return _export_yolo3(params, net, spec, out_dir, formats, nms, verify, verify_images)
     original = clamp_box_decoder(net)     # the reference decodes as the shipped graph does
     ship, folded = deployable(net, spec)
-    nms = (nms_thresh, nms_topk, post_nms)
     os.makedirs(out_dir, exist_ok=True)
     files = {}
     if 'mxnet' in formats:
@@ -69,27 +64,8 @@ def export_detector(params, out_dir, formats=('mxnet', 'onnx'), verify=True, nms
         files.update(export_onnx(ship, out_dir, spec['data_shape'], nms))
     ship.set_nms(*nms)
     original.set_nms(*nms)
-    info = {
-        'source': os.path.abspath(params) if params else None,
-        'kind': spec['kind'], 'adapters_folded': folded,
-        'classes': list(spec['classes']), 'data_shape': spec['data_shape'],
-        'mean': list(spec['mean']), 'std': list(spec['std']),
-        'nms': {'thresh': nms_thresh, 'topk': nms_topk, 'post_nms': post_nms,
-                'valid_thresh': VALID_THRESH},
-        'files': {k: os.path.basename(v) for k, v in files.items()},
-        'input': 'data: (B, 3, {0}, {0}) float32, RGB, (pixel / 255 - mean) / std'.format(
-            spec['data_shape']),
-        'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
-                   'rows are padding',
-        'preprocess': square_preprocess(spec['data_shape']),
-    }
-    info.update(recorded_run(spec))
-    if 'onnx' in formats:
-        import onnx
-        import onnxruntime
-        info['onnx'] = {'opset': ONNX_OPSET, 'onnx': onnx.__version__,
-                        'onnxruntime': onnxruntime.__version__,
-                        'outputs': ONNX_OUTPUTS}
+    info = _square_input_info(params, spec, folded, files, nms, formats, ONNX_OUTPUTS,
+                              'SSDDefaultValTransform')
     if verify:
         # the original (unfolded) network is the reference: this also checks the folding
         x = (image_input(verify_images, spec['data_shape'], spec['mean'], spec['std'])
@@ -133,6 +109,18 @@ def _export_yolo3(params, net, spec, out_dir, formats, nms, verify, verify_image
     os.makedirs(out_dir, exist_ok=True)
     files, folded, rows = export_yolo3(net, spec, out_dir, formats, nms, verify,
                                        verify_images)
+    info = _square_input_info(params, spec, folded, files, nms, formats, YOLO_ONNX_OUTPUTS,
+                              'YOLO3DefaultValTransform')
+    if rows is not None:
+        info['verification'] = rows
+    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
+    return info
+
+
+def _square_input_info(params, spec, folded, files, nms, formats, onnx_outputs, transform):
+    """``deploy.json`` of a detector whose input is one square size (SSD, YOLOv3), before its
+    verification rows; ``transform``: the GluonCV validation transform the preprocessing
+    reproduces."""
     info = {
         'source': os.path.abspath(params) if params else None,
         'kind': spec['kind'], 'adapters_folded': folded,
@@ -145,17 +133,14 @@ def _export_yolo3(params, net, spec, out_dir, formats, nms, verify, verify_image
             spec['data_shape']),
         'outputs': 'ids, scores (B, P, 1), boxes (B, P, 4) corner pixels of the input; -1 '
                    'rows are padding',
-        'preprocess': square_preprocess(spec['data_shape'], 'YOLO3DefaultValTransform'),
+        'preprocess': square_preprocess(spec['data_shape'], transform),
     }
     info.update(recorded_run(spec))
     if 'onnx' in formats:
         import onnx
         import onnxruntime
         info['onnx'] = {'opset': ONNX_OPSET, 'onnx': onnx.__version__,
-                        'onnxruntime': onnxruntime.__version__, 'outputs': YOLO_ONNX_OUTPUTS}
-    if rows is not None:
-        info['verification'] = rows
-    atomic_write_json(os.path.join(out_dir, 'deploy.json'), info)
+                        'onnxruntime': onnxruntime.__version__, 'outputs': onnx_outputs}
     return info
 
 
