@@ -28,13 +28,15 @@ def export_mxnet(net, out_dir, data_shape, nms=(0.45, 400, 100)):
             'params': prefix + '-0000.params'}
 
 
-def load_mxnet(out_dir, raw=False, ctx=None):
-    """The exported detector (or its raw-output graph) as a hybridized SymbolBlock."""
+def load_mxnet(out_dir, raw=False, ctx=None, static=True):
+    """The exported detector (or its raw-output graph) as a SymbolBlock, hybridized with static
+    memory unless ``static`` is false (the verifications of detectors whose exports are loaded
+    once per check: Faster R-CNN, YOLOv3)."""
     prefix = os.path.join(out_dir, PREFIX)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         block = gluon.SymbolBlock.imports(prefix + ('-raw' if raw else '') + '-symbol.json',
                                           ['data'], prefix + '-0000.params', ctx=ctx or mx.cpu())
-    block.hybridize(static_alloc=True, static_shape=True)
+    if static:
+        block.hybridize(static_alloc=True, static_shape=True)
     return block
-

@@ -11,14 +11,13 @@ ONNX is refused before anything is converted or written (:func:`onnx_refusal`): 
 1.9.1's converter writes a graph onnxruntime cannot load, with class-agnostic NMS.
 """
 import os
-import warnings
 
 import numpy as np
 
 import mxnet as mx
-from mxnet import gluon
 
 from .graph import PREFIX
+from .mxnet_format import load_mxnet
 from .verify import ExportError, detections_agree
 
 
@@ -58,15 +57,6 @@ def export_rcnn_mxnet(net, out_dir, x, nms):
     return {'symbol': prefix + '-symbol.json', 'params': prefix + '-0000.params'}
 
 
-def load_rcnn_mxnet(out_dir, ctx=None):
-    """The exported Faster R-CNN as a SymbolBlock (``block(data) -> ids, scores, boxes``)."""
-    prefix = os.path.join(out_dir, PREFIX)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return gluon.SymbolBlock.imports(prefix + '-symbol.json', ['data'],
-                                         prefix + '-0000.params', ctx=ctx or mx.cpu())
-
-
 def onnx_refusal():
     """The :class:`ExportError` refusing a Faster R-CNN in ONNX, raised before anything is
     converted or written. Measured with MXNet 1.9.1's converter (onnx 1.16.2, onnxruntime
@@ -87,7 +77,7 @@ def verify_rcnn(net, out_dir, x, nms):
     net.set_nms(nms[0], nms[1], post_nms=nms[2])
     with mx.autograd.predict_mode():
         ref = _detections(net(mx.nd.array(x)))
-    got = _detections(load_rcnn_mxnet(out_dir)(mx.nd.array(x)))
+    got = _detections(load_mxnet(out_dir, static=False)(mx.nd.array(x)))
     ok, why = detections_agree(ref, got)
     diff = max(float(np.abs(a - b).max()) if a.shape == b.shape else float('inf')
                for a, b in zip(ref[1:], got[1:]))

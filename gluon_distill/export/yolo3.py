@@ -23,12 +23,11 @@ input: pre-NMS candidates within 1e-3 (relative above magnitude 1), detections w
 candidate differences found (ties at the cuts and at the NMS threshold allowed, as for SSD).
 """
 import os
-import warnings
 
 import mxnet as mx
-from mxnet import gluon
 
 from .graph import PREFIX, _sym_and_params
+from .mxnet_format import load_mxnet
 from .onnx_format import (_append_nms, _drop_initializer_inputs, _fixed_gammas, _name_nodes,
                           _require_onnx, converted_graph, onnx_session, run_onnx, save_model)
 from .verify import (MIN_BOX_TOL, MIN_SCORE_TOL, ExportError, _diff, _non_finite,
@@ -67,16 +66,6 @@ def export_mxnet(net, out_dir, data_shape, nms):
     net.set_nms(*nms)
     return {'symbol': prefix + '-symbol.json', 'raw_symbol': prefix + '-raw-symbol.json',
             'params': prefix + '-0000.params'}
-
-
-def load_mxnet(out_dir, raw=False, ctx=None):
-    """The exported YOLOv3 (or its candidates graph) as a SymbolBlock."""
-    prefix = os.path.join(out_dir, PREFIX)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return gluon.SymbolBlock.imports(prefix + ('-raw' if raw else '') + '-symbol.json',
-                                         ['data'], prefix + '-0000.params',
-                                         ctx=ctx or mx.cpu())
 
 
 def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
@@ -158,8 +147,9 @@ def verify_yolo3(net, spec, out_dir, formats, nms, x=None, raw_tol=1e-3):
     rows = []
     if 'mxnet' in formats:
         xn = mx.nd.array(x)
-        got_dets = tuple(o.asnumpy() for o in load_mxnet(out_dir)(xn))
-        got_cand = tuple(o.asnumpy() for o in load_mxnet(out_dir, raw=True)(xn))[1:]
+        got_dets = tuple(o.asnumpy() for o in load_mxnet(out_dir, static=False)(xn))
+        got_cand = tuple(o.asnumpy() for o in load_mxnet(out_dir, raw=True,
+                                                   static=False)(xn))[1:]
         rows.append(compare('mxnet-symbol', cand, dets, got_cand, got_dets, nms, raw_tol))
     if 'onnx' in formats:
         out = run_onnx(onnx_session(os.path.join(out_dir, PREFIX + '.onnx')), x)
