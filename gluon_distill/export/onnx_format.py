@@ -168,7 +168,6 @@ def export_onnx(net, out_dir, data_shape, nms=(0.45, 400, 100), dynamic_batch=Tr
                 path=None):
     """Write ``model.onnx`` (opset 13): raw outputs and per-class NMS detections."""
     _require_onnx()
-    from onnx import TensorProto, helper
     os.makedirs(out_dir, exist_ok=True)
     ctx = net.collect_params().list_ctx()[0]
     x = mx.nd.zeros((1, 3, data_shape, data_shape), ctx=ctx)
@@ -182,21 +181,29 @@ def export_onnx(net, out_dir, data_shape, nms=(0.45, 400, 100), dynamic_batch=Tr
                             ['cls_preds', 'box_preds', 'cand_ids', 'cand_scores', 'cand_boxes'])
     with mx.autograd.predict_mode():
         num_candidates = block(x)[3].shape[1]
-    post = _append_nms(graph, net.num_classes, num_candidates, *nms)
+    n_anchors = num_candidates // net.num_classes
+    with_nms_outputs(graph, net.num_classes, num_candidates, nms, dynamic_batch,
+                     [('cls_preds', [n_anchors, net.num_classes + 1]),
+                      ('box_preds', [n_anchors, 4])])
+    return {'onnx': save_model(graph, path or os.path.join(out_dir, PREFIX + '.onnx'))}
+
+
+def with_nms_outputs(graph, num_classes, num_candidates, nms, dynamic_batch, extra_outputs):
+    """Append the per-class NMS to a converted ``graph`` whose candidates are ``cand_ids``,
+    ``cand_scores``, ``cand_boxes``, name its nodes, drop initializers listed as inputs and set
+    its outputs: ``ids``, ``scores`` (B, post, 1), ``boxes`` (B, post, 4), then
+    ``extra_outputs``, (name, shape after the batch axis) pairs of graph values."""
+    from onnx import TensorProto, helper
+    post = _append_nms(graph, num_classes, num_candidates, *nms)
     _name_nodes(graph)
     _drop_initializer_inputs(graph)
     b = 'batch' if dynamic_batch else 1
-    n_anchors = num_candidates // net.num_classes
+    outputs = [('ids', [post, 1]), ('scores', [post, 1]), ('boxes', [post, 4])] + \
+        list(extra_outputs)
     del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info('ids', TensorProto.FLOAT, [b, post, 1]),
-        helper.make_tensor_value_info('scores', TensorProto.FLOAT, [b, post, 1]),
-        helper.make_tensor_value_info('boxes', TensorProto.FLOAT, [b, post, 4]),
-        helper.make_tensor_value_info('cls_preds', TensorProto.FLOAT,
-                                      [b, n_anchors, net.num_classes + 1]),
-        helper.make_tensor_value_info('box_preds', TensorProto.FLOAT, [b, n_anchors, 4])])
-    graph.input[0].name = graph.input[0].name  # 'data'
-    return {'onnx': save_model(graph, path or os.path.join(out_dir, PREFIX + '.onnx'))}
+    graph.output.extend([helper.make_tensor_value_info(name, TensorProto.FLOAT, [b] + shape)
+                         for name, shape in outputs])
+    return graph
 
 
 def converted_graph(sym, params, data_shape, dynamic_batch, names):

@@ -28,8 +28,8 @@ import mxnet as mx
 
 from .graph import PREFIX, _sym_and_params
 from .mxnet_format import load_mxnet
-from .onnx_format import (_append_nms, _drop_initializer_inputs, _fixed_gammas, _name_nodes,
-                          _require_onnx, converted_graph, onnx_session, run_onnx, save_model)
+from .onnx_format import (_fixed_gammas, _require_onnx, converted_graph, onnx_session, run_onnx,
+                          save_model, with_nms_outputs)
 from .verify import (MIN_BOX_TOL, MIN_SCORE_TOL, ExportError, _diff, _non_finite,
                      detections_agree, raw_allowance, verify_input)
 
@@ -72,7 +72,6 @@ def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
     """Write ``model.onnx`` (opset 13): the converted candidates graph with the per-class NMS
     appended in ONNX ops."""
     _require_onnx()
-    from onnx import TensorProto, helper
     x = _input(net, data_shape)
     net.set_nms(0, nms[1], nms[2])
     sym, params = _sym_and_params(net, x)
@@ -83,19 +82,8 @@ def export_onnx(net, out_dir, data_shape, nms, dynamic_batch=True):
     net.set_nms(*nms)
     graph = converted_graph(sym, params, data_shape, dynamic_batch,
                             ['cand_ids', 'cand_scores', 'cand_boxes'])
-    post = _append_nms(graph, net.num_classes, num_candidates, *nms)
-    _name_nodes(graph)
-    _drop_initializer_inputs(graph)
-    b = 'batch' if dynamic_batch else 1
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info('ids', TensorProto.FLOAT, [b, post, 1]),
-        helper.make_tensor_value_info('scores', TensorProto.FLOAT, [b, post, 1]),
-        helper.make_tensor_value_info('boxes', TensorProto.FLOAT, [b, post, 4]),
-        helper.make_tensor_value_info('cand_scores', TensorProto.FLOAT,
-                                      [b, num_candidates, 1]),
-        helper.make_tensor_value_info('cand_boxes', TensorProto.FLOAT,
-                                      [b, num_candidates, 4])])
+    with_nms_outputs(graph, net.num_classes, num_candidates, nms, dynamic_batch,
+                     [('cand_scores', [num_candidates, 1]), ('cand_boxes', [num_candidates, 4])])
     return {'onnx': save_model(graph, os.path.join(out_dir, PREFIX + '.onnx'))}
 
 
